@@ -1,0 +1,200 @@
+"""The one CLI: `fedstream ...`. It parses, sets up logging and wires; the work lives elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from app.settings import Settings
+
+__all__ = ["app", "main", "settings_from"]
+
+logger = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+app = typer.Typer(
+    name="fedstream",
+    help="Federated learning on streaming bank data: Kafka + Faust + Flower + JAX/Flax.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+kafka_app = typer.Typer(help="Run a local single-node Apache Kafka broker (KRaft).", no_args_is_help=True)
+topics_app = typer.Typer(help="The topic catalogue: show it and apply it to the broker.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+
+
+def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Settings from the environment, then the global flags, then a command's own flags."""
+    base: dict[str, Any] = dict(ctx.obj or {}) if ctx is not None else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**base)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers \\[env FEDSTREAM_BOOTSTRAP_SERVERS].")
+    ] = None,
+    silos: Annotated[int | None, typer.Option(help="Number of data silos \\[env FEDSTREAM_SILOS].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where logs, state and reports go \\[env FEDSTREAM_DATA_DIR].")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+    )
+    ctx.obj = {
+        k: v
+        for k, v in {"bootstrap_servers": bootstrap, "silos": silos, "data_dir": data_dir}.items()
+        if v is not None
+    }
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+# -- kafka ----------------------------------------------------------------------------------
+PortOpt = Annotated[int | None, typer.Option("--port", help="Client port \\[env FEDSTREAM_KAFKA_PORT].")]
+
+
+def _broker(settings: Settings) -> Any:
+    from app.kafka.broker import LocalBroker
+
+    return LocalBroker(
+        settings.data_dir,
+        settings.cache_dir,
+        port=settings.kafka_port,
+        controller_port=settings.controller_port,
+        version=settings.kafka_version,
+        heap=settings.kafka_heap,
+    )
+
+
+@kafka_app.command("start")
+def kafka_start(ctx: typer.Context, port: PortOpt = None) -> None:
+    """Start the local broker in the background (downloads Kafka's jars the first time)."""
+    from app.kafka.broker import BrokerError
+
+    broker = _broker(settings_from(ctx, kafka_port=port))
+    try:
+        started, seconds = broker.start()
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+    if started:
+        console.print(f"Kafka {broker.version} started on {broker.bootstrap} in {seconds:.1f} s "
+                      f"(log: {broker.log})")  # fmt: skip
+    else:
+        console.print(f"Kafka is already running on {broker.bootstrap} (pid {broker.pid()}).")
+
+
+@kafka_app.command("stop")
+def kafka_stop(ctx: typer.Context, port: PortOpt = None) -> None:
+    """Stop the local broker gracefully (SIGTERM, wait, then SIGKILL)."""
+    broker = _broker(settings_from(ctx, kafka_port=port))
+    if broker.stop():
+        console.print("Kafka stopped.")
+    else:
+        console.print("Kafka was not running.")
+
+
+@kafka_app.command("status")
+def kafka_status(ctx: typer.Context, port: PortOpt = None) -> None:
+    """Say whether the local broker runs, where, and with which version."""
+    status = _broker(settings_from(ctx, kafka_port=port)).status()
+    state = f"running (pid {status.pid})" if status.running else "stopped"
+    console.print(f"Kafka {status.version} on {status.bootstrap}: {state}; log {status.log}")
+    if not status.running:
+        raise typer.Exit(code=3)
+
+
+@kafka_app.command("logs")
+def kafka_logs(
+    ctx: typer.Context,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines.")] = 40,
+    port: PortOpt = None,
+) -> None:
+    """Print the end of the local broker's logs."""
+    typer.echo(_broker(settings_from(ctx, kafka_port=port)).tail(lines))
+
+
+# -- topics ---------------------------------------------------------------------------------
+@topics_app.command("apply")
+def topics_apply(ctx: typer.Context) -> None:
+    """Create missing topics and update configs to match the catalogue (idempotent)."""
+    from confluent_kafka import KafkaException
+
+    from app.kafka.admin import apply_catalogue, make_admin
+    from topics import catalogue
+
+    settings = settings_from(ctx)
+    specs = catalogue(settings.silo_ids, settings.input_partitions)
+    try:
+        report = apply_catalogue(make_admin(settings.bootstrap), specs)
+    except KafkaException as exc:
+        raise _fail(f"could not reach Kafka at {settings.bootstrap}: {exc}") from None
+    console.print(
+        f"topics on {settings.bootstrap}: {len(report.created)} created, {len(report.updated)} "
+        f"updated, {len(report.grown)} grown, {len(report.unchanged)} unchanged"
+    )
+    for problem in report.problems:
+        console.print(f"[yellow]warning:[/] {problem}")
+
+
+@topics_app.command("list")
+def topics_list(
+    ctx: typer.Context,
+    offline: Annotated[bool, typer.Option(help="Show the catalogue without asking the broker.")] = False,
+) -> None:
+    """Show the catalogue and, per topic, what exists on the broker."""
+    from topics import catalogue
+
+    settings = settings_from(ctx)
+    specs = catalogue(settings.silo_ids, settings.input_partitions)
+    states: dict[str, Any] = {}
+    if not offline:
+        from app.kafka.admin import describe_topics, make_admin
+
+        try:
+            states = describe_topics(make_admin(settings.bootstrap))
+        except Exception as exc:  # noqa: BLE001 - any client error means "no broker"
+            raise _fail(f"could not reach Kafka at {settings.bootstrap}: {exc}") from None
+    table = Table(title=f"fedstream topics ({settings.bootstrap})")
+    for column in ("topic", "partitions", "configs", "key", "value", "on broker"):
+        table.add_column(column)
+    for spec in specs:
+        state = states.get(spec.name)
+        if offline:
+            where = "-"
+        elif state is None:
+            where = "[red]missing[/]"
+        else:
+            drift = {k for k, v in spec.configs.items() if state.configs.get(k) != v}
+            ok = state.partitions == spec.partitions and not drift
+            where = "[green]ok[/]" if ok else f"[yellow]{state.partitions} partitions, drift {sorted(drift)}[/]"
+        configs = ", ".join(f"{k}={v}" for k, v in spec.configs.items() if k != "retention.ms")
+        table.add_row(spec.name, str(spec.partitions), configs, spec.key, spec.value, where)
+    Console().print(table)
+
+
+def _register_optional() -> None:
+    """Attach the command groups of the other packages (each owns its CLI module)."""
+    pass
+
+
+def main() -> None:
+    _register_optional()
+    app()

@@ -1,0 +1,1 @@
+"""Kafka adapters: confluent-kafka clients, topic admin and the local broker manager."""

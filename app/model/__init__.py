@@ -1,0 +1,23 @@
+"""Pure JAX/Flax model package for fedstream.
+
+Submodules (import them directly; this package does not import JAX eagerly so that
+numpy-only users such as the metrics or frame codecs stay cheap to import):
+
+- :mod:`app.model.config`         -- :class:`ModelConfig` hyper-parameters
+- :mod:`app.model.mlp`            -- the Flax NNX MLP (one logit)
+- :mod:`app.model.params`         -- model <-> ``list[np.ndarray]`` in a stable order
+- :mod:`app.model.standardize`    -- federated feature standardisation (mergeable moments)
+- :mod:`app.model.training`       -- ``train`` / ``predict``
+- :mod:`app.model.metrics`        -- mergeable score histograms (ROC AUC, PR AUC, log loss)
+- :mod:`app.model.frame`          -- binary model frame for ``fl.model.global``
+- :mod:`app.model.explain`        -- gradient x input explanations
+- :mod:`app.model.bench_reference` -- plain JAX loop used as a throughput reference
+
+No module in this package imports flwr, faust or confluent_kafka.
+"""
+
+import logging
+
+__all__: list[str] = []
+
+logger = logging.getLogger(__name__)

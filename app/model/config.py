@@ -1,0 +1,91 @@
+"""Model hyper-parameters.
+
+A single frozen dataclass, built once at the edge (for example from Flower's
+``context.run_config``) and passed to the pure training code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ModelConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Hyper-parameters of the fraud MLP and its local training.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of the feature rows.
+    hidden : tuple of int
+        Hidden layer sizes (Linear + ReLU each); the head is a Linear to one logit.
+    seed : int
+        Seed for parameter initialisation and minibatch shuffling.
+    learning_rate : float
+        AdamW learning rate.
+    batch_size : int
+        Minibatch size (the last partial batch is padded with zero-weight rows).
+    epochs : int
+        Local epochs per ``train`` call.
+    pos_weight : float
+        Weight of positive examples in the binary cross-entropy (class imbalance).
+    weight_decay : float
+        AdamW decoupled weight decay.
+    proximal_mu : float
+        FedProx coefficient: adds ``mu / 2 * ||w - w_global||^2`` to the loss.
+    """
+
+    n_features: int
+    hidden: tuple[int, ...] = (64, 32)
+    seed: int = 0
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 1
+    pos_weight: float = 1.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.pos_weight <= 0:
+            raise ValueError(f"pos_weight must be > 0, got {self.pos_weight}")
+        if self.weight_decay < 0 or self.proximal_mu < 0:
+            raise ValueError("weight_decay and proximal_mu must be >= 0")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """All layer widths from input to the single logit."""
+        return (self.n_features, *self.hidden, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly dict (``hidden`` as a list)."""
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Build from a mapping; unknown keys are ignored, missing ones take defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "hidden" in kwargs:
+            kwargs["hidden"] = tuple(int(h) for h in kwargs["hidden"])
+        return cls(**kwargs)

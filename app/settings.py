@@ -1,0 +1,73 @@
+"""Typed settings, read once at the edge (environment prefix ``FEDSTREAM_`` and CLI flags).
+
+Every other module receives a :class:`Settings` (or the values it needs); none reads the
+environment itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "default_cache_dir", "default_data_dir"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "fedstream"
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "fedstream"
+
+
+class Settings(BaseSettings):
+    """All knobs of a fedstream deployment; ``FEDSTREAM_<NAME>`` overrides each."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDSTREAM_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = Field(
+        "", description="Kafka bootstrap servers; empty = the local broker on kafka_port"
+    )
+    kafka_port: int = Field(9092, ge=1, le=65535, description="local broker client port")
+    kafka_controller_port: int = Field(
+        0, ge=0, le=65535, description="local KRaft controller port (0 = kafka_port + 1)"
+    )
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker")
+    kafka_heap: str = Field("512m", description="max heap of the local broker JVM")
+    silos: int = Field(3, ge=1, le=64, description="number of data silos (ids 0..silos-1)")
+    input_partitions: int = Field(4, ge=1, le=256, description="partitions of input topics")
+    data_dir: Path = Field(default_factory=default_data_dir, description="logs, state, reports")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="downloaded jars")
+    superlink_port: int = Field(9093 + 1000, ge=1, le=65535, description="Flower SuperLink port")
+    supernode_base_port: int = Field(
+        9200, ge=1, le=65535, description="first SuperNode API port (one per silo)"
+    )
+    model_name: str = Field("fraud-mlp", description="key of the global model on fl.model.global")
+    batch_rows: int = Field(512, ge=1, description="micro-batch size in rows")
+    batch_ms: int = Field(2000, ge=1, description="micro-batch max age in milliseconds")
+    short_window_s: int = Field(3600, ge=60, description="tumbling window size, seconds")
+    long_window_s: int = Field(86400, ge=60, description="hopping window size, seconds")
+    hop_s: int = Field(3600, ge=60, description="hopping window step, seconds")
+
+    @field_validator("data_dir", "cache_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(value).expanduser()
+
+    @property
+    def silo_ids(self) -> tuple[int, ...]:
+        return tuple(range(self.silos))
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers clients should use."""
+        return self.bootstrap_servers or f"127.0.0.1:{self.kafka_port}"

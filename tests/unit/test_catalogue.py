@@ -1,0 +1,46 @@
+"""The topic catalogue is complete and self-consistent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from topics import (
+    CHATBOT_REQUESTS,
+    CUSTOMERS,
+    TRANSACTIONS,
+    catalogue,
+    dlq,
+    silo_batches,
+    silo_of_topic,
+)
+from topics.catalogue import SCHEMA_DIR
+
+
+def test_catalogue_has_every_topic_once_and_inputs_are_copartitioned() -> None:
+    specs = catalogue([0, 1, 2, 2], input_partitions=6)
+    names = [spec.name for spec in specs]
+    assert len(names) == len(set(names))
+    by_name = {spec.name: spec for spec in specs}
+    assert by_name[CUSTOMERS].partitions == by_name[TRANSACTIONS].partitions == 6
+    assert by_name[CHATBOT_REQUESTS].partitions == 6
+    assert by_name[CUSTOMERS].compacted and not by_name[TRANSACTIONS].compacted
+    for topic in (CUSTOMERS, TRANSACTIONS, CHATBOT_REQUESTS):
+        assert dlq(topic) in by_name
+    assert [n for n in names if n.startswith("silo.")] == [silo_batches(i) for i in range(3)]
+
+
+def test_every_json_payload_has_a_schema_file() -> None:
+    for spec in catalogue([0]):
+        if spec.value.startswith("json:"):
+            schema = json.loads((SCHEMA_DIR / spec.value.removeprefix("json:")).read_text())
+            assert schema["type"] == "object", spec.name
+
+
+def test_silo_topic_names_round_trip() -> None:
+    assert silo_of_topic(silo_batches(12)) == 12
+    with pytest.raises(ValueError):
+        silo_of_topic("bank.transactions")
+    with pytest.raises(ValueError):
+        silo_batches(-1)

@@ -1,0 +1,34 @@
+"""The topic catalogue: the single source of truth for every Kafka topic fedstream uses.
+
+No other module spells a topic name; import the constants and helpers from here.
+"""
+
+from topics.catalogue import (
+    CHATBOT_REQUESTS,
+    CHATBOT_RESPONSES,
+    CUSTOMERS,
+    FEATURES_ENRICHED,
+    FL_METRICS,
+    MODEL_GLOBAL,
+    TRANSACTIONS,
+    TopicSpec,
+    catalogue,
+    dlq,
+    silo_batches,
+    silo_of_topic,
+)
+
+__all__ = [
+    "CHATBOT_REQUESTS",
+    "CHATBOT_RESPONSES",
+    "CUSTOMERS",
+    "FEATURES_ENRICHED",
+    "FL_METRICS",
+    "MODEL_GLOBAL",
+    "TRANSACTIONS",
+    "TopicSpec",
+    "catalogue",
+    "dlq",
+    "silo_batches",
+    "silo_of_topic",
+]
