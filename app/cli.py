@@ -27,8 +27,10 @@ app = typer.Typer(
 )
 kafka_app = typer.Typer(help="Run a local single-node Apache Kafka broker (KRaft).", no_args_is_help=True)
 topics_app = typer.Typer(help="The topic catalogue: show it and apply it to the broker.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print their figures (last line: one JSON object).", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(bench_app, name="bench")
 
 
 def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
@@ -192,7 +194,16 @@ def topics_list(
 
 def _register_optional() -> None:
     """Attach the command groups of the other packages (each owns its CLI module)."""
-    pass
+    from app.fl.cli import baseline_command, bench_fl_command, fl_app
+    from app.produce.cli import produce_app
+    from app.stream.cli import register as register_stream
+
+    app.add_typer(produce_app, name="produce")
+    app.add_typer(fl_app, name="fl")
+    app.command("baseline")(baseline_command)
+    bench_app.command("fl")(bench_fl_command)
+
+    register_stream(app, settings_from)
 
 
 def main() -> None:

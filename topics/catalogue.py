@@ -21,6 +21,7 @@ __all__ = [
     "MODEL_GLOBAL",
     "SCHEMA_DIR",
     "TRANSACTIONS",
+    "WORKER_APP_ID",
     "TopicSpec",
     "catalogue",
     "dlq",
@@ -37,6 +38,9 @@ MODEL_GLOBAL = "fl.model.global"
 FL_METRICS = "fl.metrics"
 CHATBOT_REQUESTS = "chatbot.requests"
 CHATBOT_RESPONSES = "chatbot.responses"
+WORKER_APP_ID = "fedstream-worker"
+"""Faust app id = consumer group of the stream workers; Faust names the table changelogs
+``<app id>-<table>-changelog`` itself (``profiles``, ``windows``), with the input partitions."""
 
 _SILO_PREFIX = "silo."
 _SILO_SUFFIX = ".batches"

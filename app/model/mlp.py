@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import jax
@@ -29,9 +30,7 @@ class MLP(nnx.Module):
 
     def __init__(self, n_features: int, hidden: tuple[int, ...], *, rngs: nnx.Rngs) -> None:
         sizes = (n_features, *hidden, 1)
-        self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-        )
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Return logits of shape ``x.shape[:-1]``."""

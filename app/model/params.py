@@ -11,6 +11,7 @@ state flattening order (alphabetical: bias before kernel) is never exposed.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def param_shapes(config: ModelConfig) -> list[tuple[int, ...]]:
     """Expected shapes in canonical order (kernel then bias per layer)."""
     sizes = config.layer_sizes
     shapes: list[tuple[int, ...]] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+    for a, b in itertools.pairwise(sizes):
         shapes.extend([(a, b), (b,)])
     return shapes
 

@@ -1,0 +1,329 @@
+"""Event-time window aggregates per customer, kept as hop-sized buckets.
+
+Why not Faust's windowed tables
+-------------------------------
+Faust's ``Table.tumbling()/hopping()`` return only the latest hopping window for a key,
+have no grace period for late events, and leave expired windows in RocksDB. Instead the
+worker keeps one plain (changelog-backed) table ``customer_id -> encode_state(state)`` and
+this module does the windowing: the state is a dict of *buckets* of ``hop_s`` seconds,
+``{bucket_start: [count, sum, max, {merchants}, {countries}]}``, plus the latest event
+time and the all-time count and sum of the customer. Any window whose bounds are
+multiples of ``hop_s`` is a merge of buckets, so one state serves both windows:
+
+* short: the tumbling window containing ``ts``: ``[floor(ts/short)*short, +short)``;
+* long: the hopping window ending at the next hop boundary:
+  ``[floor(ts/hop)*hop + hop - long, floor(ts/hop)*hop + hop)``.
+
+:func:`snapshot` reads the aggregates *as they stand before* an event (so an event never
+sees itself: no label leakage), :func:`update` then adds it. Buckets older than
+``latest_ts - long_s - hop_s`` are pruned, so memory per customer is bounded by
+``long_s / hop_s + 2`` buckets. Late events are handled exactly as long as they are at
+most ``hop_s`` older than the customer's latest event (the grace period); later ones are
+still counted but their long window may miss pruned buckets.
+
+A bucket holds the states of :data:`app.features.aggregators.AGGREGATORS` (Quix Streams
+style ``initialize``/``agg``/``result``, plus ``merge`` to combine buckets).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.features.aggregators import AGGREGATORS, Aggregator, Count, Distinct, Max, Sum
+from app.features.records import Transaction
+
+__all__ = [
+    "AGGREGATORS",
+    "Aggregator",
+    "Count",
+    "CustomerWindows",
+    "Distinct",
+    "Max",
+    "Sum",
+    "WindowConfig",
+    "WindowFeatures",
+    "activity_summary",
+    "decode_state",
+    "encode_state",
+    "snapshot",
+    "update",
+]
+
+logger = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    """Window sizes in seconds; ``short_s`` and ``long_s`` must be multiples of ``hop_s``."""
+
+    short_s: int = 3600
+    long_s: int = 86400
+    hop_s: int = 3600
+
+    def __post_init__(self) -> None:
+        for name in ("short_s", "long_s", "hop_s"):
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:
+                raise ValueError(f"WindowConfig.{name} must be a positive int, got {value!r}")
+        if self.short_s % self.hop_s or self.long_s % self.hop_s:
+            raise ValueError(
+                f"short_s ({self.short_s}) and long_s ({self.long_s}) must be multiples "
+                f"of hop_s ({self.hop_s})"
+            )
+        if self.short_s > self.long_s:
+            raise ValueError(f"short_s ({self.short_s}) must be <= long_s ({self.long_s})")
+
+
+_COUNT, _SUM, _MAX, _MERCHANTS, _COUNTRIES = AGGREGATORS
+_NO_VALUES: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class CustomerWindows:
+    """Mutable window state of one customer (see the module docstring)."""
+
+    buckets: dict[int, list[Any]] = field(default_factory=dict)
+    last_ts: float | None = None
+    count: int = 0
+    total: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFeatures:
+    """Aggregates of a customer's windows just before one transaction."""
+
+    short_count: int
+    short_sum: float
+    short_mean: float
+    short_max: float
+    short_distinct_merchants: int
+    short_distinct_countries: int
+    long_count: int
+    long_sum: float
+    long_mean: float
+    long_max: float
+    long_distinct_merchants: int
+    long_distinct_countries: int
+    seconds_since_prev: float | None
+    customer_mean: float | None
+    seen_merchant: bool
+    seen_country: bool
+
+
+def _fresh() -> list[Any]:
+    return [a.initialize() for a in AGGREGATORS]
+
+
+def _merge(acc: list[Any], bucket: list[Any]) -> None:
+    acc[0] = _COUNT.merge(acc[0], bucket[0])
+    acc[1] = _SUM.merge(acc[1], bucket[1])
+    acc[2] = _MAX.merge(acc[2], bucket[2])
+    acc[3] = _MERCHANTS.merge(acc[3], bucket[3])
+    acc[4] = _COUNTRIES.merge(acc[4], bucket[4])
+
+
+def _results(acc: list[Any]) -> tuple[int, float, float, float, int, int]:
+    count = _COUNT.result(acc[0])
+    total = _SUM.result(acc[1])
+    mean = total / count if count else 0.0
+    return (
+        count,
+        total,
+        mean,
+        _MAX.result(acc[2]),
+        _MERCHANTS.result(acc[3]),
+        _COUNTRIES.result(acc[4]),
+    )
+
+
+def snapshot(
+    state: CustomerWindows,
+    ts: float,
+    config: WindowConfig,
+    *,
+    merchant: str | None = None,
+    country: str | None = None,
+) -> WindowFeatures:
+    """Aggregates of the windows of an event at ``ts``, *before* the event is added.
+
+    Parameters
+    ----------
+    state : CustomerWindows
+        The customer's state (not modified).
+    ts : float
+        Event time of the transaction.
+    config : WindowConfig
+        Window sizes.
+    merchant, country : str or None
+        The transaction's merchant category and country, for ``seen_merchant`` and
+        ``seen_country`` (False when None).
+    """
+    hop = config.hop_s
+    hi = (ts // hop) * hop + hop
+    lo = hi - config.long_s
+    s_lo = (ts // config.short_s) * config.short_s
+    s_hi = s_lo + config.short_s
+    # The aggregators' merge, inlined: this runs for every transaction.
+    lc = sc = 0
+    ls = lx = ss = sx = 0.0
+    l_m: list[set[str]] = []
+    l_c: list[set[str]] = []
+    s_m: list[set[str]] = []
+    s_c: list[set[str]] = []
+    for start, b in state.buckets.items():
+        if lo <= start < hi:
+            lc += b[0]
+            ls += b[1]
+            if b[2] > lx:
+                lx = b[2]
+            l_m.append(b[3])
+            l_c.append(b[4])
+        if s_lo <= start < s_hi:
+            sc += b[0]
+            ss += b[1]
+            if b[2] > sx:
+                sx = b[2]
+            s_m.append(b[3])
+            s_c.append(b[4])
+    long_merchants = _union(l_m)
+    long_countries = _union(l_c)
+    last = state.last_ts
+    return WindowFeatures(
+        sc,
+        ss,
+        ss / sc if sc else 0.0,
+        sx,
+        len(_union(s_m)),
+        len(_union(s_c)),
+        lc,
+        ls,
+        ls / lc if lc else 0.0,
+        lx,
+        len(long_merchants),
+        len(long_countries),
+        None if last is None else max(0.0, ts - last),
+        state.total / state.count if state.count else None,
+        merchant is not None and merchant in long_merchants,
+        country is not None and country in long_countries,
+    )
+
+
+def _union(sets: list[set[str]]) -> AbstractSet[str]:
+    if len(sets) == 1:
+        return sets[0]
+    if not sets:
+        return _NO_VALUES
+    return set().union(*sets)
+
+
+def update(state: CustomerWindows, txn: Transaction, config: WindowConfig) -> CustomerWindows:
+    """Add ``txn`` to ``state`` **in place** and return it; prunes expired buckets."""
+    hop = config.hop_s
+    ts = txn.ts
+    start = int(ts // hop) * hop
+    bucket = state.buckets.get(start)
+    if bucket is None:
+        bucket = state.buckets[start] = _fresh()
+        created = True
+    else:
+        created = False
+    bucket[0] = _COUNT.agg(bucket[0], txn, ts)
+    bucket[1] = _SUM.agg(bucket[1], txn, ts)
+    bucket[2] = _MAX.agg(bucket[2], txn, ts)
+    bucket[3] = _MERCHANTS.agg(bucket[3], txn, ts)
+    bucket[4] = _COUNTRIES.agg(bucket[4], txn, ts)
+    state.count += 1
+    state.total += txn.amount
+    if state.last_ts is None or ts > state.last_ts:
+        state.last_ts = ts
+    if created:
+        cutoff = state.last_ts - config.long_s - hop
+        for old in [b for b in state.buckets if b < cutoff]:
+            del state.buckets[old]
+    return state
+
+
+def encode_state(state: CustomerWindows) -> bytes:
+    """Compact, deterministic JSON for a Faust table value.
+
+    Layout: ``[version, last_ts, count, total, buckets]``, each bucket
+    ``[start, count, sum, max, [merchants], [countries]]``.
+    """
+    buckets = [
+        [start, b[0], b[1], b[2], sorted(b[3]), sorted(b[4])] for start, b in state.buckets.items()
+    ]
+    return orjson.dumps([_STATE_VERSION, state.last_ts, state.count, state.total, buckets])
+
+
+def decode_state(data: bytes | bytearray | memoryview | None) -> CustomerWindows:
+    """Inverse of :func:`encode_state`; empty or None gives a fresh state.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not an encoded state (the caller may log it and start fresh).
+    """
+    if not data:
+        return CustomerWindows()
+    try:
+        version, last_ts, count, total, raw = orjson.loads(data)
+        if version != _STATE_VERSION:
+            raise ValueError(f"unsupported window state version {version!r}")
+        buckets = {
+            int(s): [int(c), float(t), float(m), set(ms), set(cs)] for s, c, t, m, ms, cs in raw
+        }
+        return CustomerWindows(
+            buckets, None if last_ts is None else float(last_ts), int(count), float(total)
+        )
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"corrupt window state: {exc}") from None
+
+
+def _window_dict(acc: list[Any]) -> dict[str, Any]:
+    count, total, mean, largest, n_merchants, n_countries = _results(acc)
+    return {
+        "count": count,
+        "sum": total,
+        "mean": mean,
+        "max": largest,
+        "distinct_merchants": n_merchants,
+        "distinct_countries": n_countries,
+        "merchants": sorted(acc[3]),
+        "countries": sorted(acc[4]),
+    }
+
+
+def activity_summary(state: CustomerWindows, now_ts: float, config: WindowConfig) -> dict[str, Any]:
+    """JSON-ready activity of a customer as of ``now_ts`` (for the chatbot).
+
+    ``short`` and ``long`` are the trailing windows of ``short_s`` and ``long_s``
+    seconds ending at the next hop boundary after ``now_ts`` (bucket granularity).
+    """
+    hop = config.hop_s
+    hi = (now_ts // hop) * hop + hop
+    short_acc = _fresh()
+    long_acc = _fresh()
+    for start, bucket in state.buckets.items():
+        if hi - config.long_s <= start < hi:
+            _merge(long_acc, bucket)
+            if hi - config.short_s <= start:
+                _merge(short_acc, bucket)
+    last = state.last_ts
+    return {
+        "as_of": now_ts,
+        "short_s": config.short_s,
+        "long_s": config.long_s,
+        "short": _window_dict(short_acc),
+        "long": _window_dict(long_acc),
+        "last_ts": last,
+        "seconds_since_last": None if last is None else max(0.0, now_ts - last),
+        "lifetime_count": state.count,
+        "lifetime_mean": state.total / state.count if state.count else None,
+    }

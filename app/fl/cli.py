@@ -1,0 +1,170 @@
+"""CLI of federated training: ``fedstream fl up|status|down``, ``baseline``, ``bench fl``.
+
+Register in ``app/cli.py`` (``_register_optional``)::
+
+    from app.fl.cli import baseline_command, bench_fl_command, fl_app
+    app.add_typer(fl_app, name="fl")
+    app.command("baseline")(baseline_command)
+    bench_app.command("fl")(bench_fl_command)   # or app.command("bench-fl")
+
+Parsing and wiring only; the work is in :mod:`app.fl.processes`, :mod:`app.fl.baseline`
+and :mod:`bench.fl`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from app.settings import Settings
+
+__all__ = ["baseline_command", "bench_fl_command", "fl_app"]
+
+logger = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+fl_app = typer.Typer(
+    help="Federated training on Flower's deployment engine (SuperLink + one SuperNode per silo).",
+    no_args_is_help=True,
+)
+
+RunConfigOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--run-config",
+        "-c",
+        help="Run-config override KEY=VALUE (TOML value), repeatable, e.g. -c strategy='fedprox'.",
+    ),
+]
+
+
+def _settings(ctx: typer.Context | None, **overrides: Any) -> Settings:
+    """Settings from the environment, the root command's flags, then this command's."""
+    base: dict[str, Any] = dict(ctx.obj or {}) if ctx is not None else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**base)
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, Any]:
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value  # a bare string
+    return out
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+@fl_app.command("up")
+def fl_up(
+    ctx: typer.Context,
+    silos: Annotated[int | None, typer.Option(help="Number of silos (SuperNodes).")] = None,
+    run_config: RunConfigOpt = None,
+) -> None:
+    """Start a SuperLink and one SuperNode per silo in the background, then `flwr run`."""
+    from app.fl.processes import FLError, up
+
+    settings = _settings(ctx, silos=silos)
+    overrides = {"model-name": settings.model_name, **_overrides(run_config)}
+    try:
+        dep = up(
+            data_dir=settings.data_dir,
+            bootstrap=settings.bootstrap,
+            silo_ids=settings.silo_ids,
+            superlink_port=settings.superlink_port,
+            supernode_base_port=settings.supernode_base_port,
+            run_config=overrides,
+        )
+    except FLError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"federated training up: SuperLink 127.0.0.1:{dep.superlink_port}, "
+        f"{len(dep.supernodes)} SuperNodes, run {dep.run_ids[-1]}; logs in {dep.root / 'logs'}"
+    )
+
+
+@fl_app.command("status")
+def fl_status(ctx: typer.Context) -> None:
+    """Processes, the latest round and its metrics (from fl.metrics)."""
+    from app.fl.processes import status
+
+    settings = _settings(ctx)
+    st = status(settings.data_dir)
+    if st is None:
+        console.print("federated training is not running (no state in data dir).")
+        raise typer.Exit(code=3)
+    for name, alive in st.processes.items():
+        console.print(f"{name:>16}: {'[green]running[/]' if alive else '[red]stopped[/]'}")
+    console.print(f"{'runs':>16}: {', '.join(st.run_ids)}")
+    if st.latest is None:
+        console.print("no round published yet")
+    else:
+        g = st.latest["global"]
+        console.print(
+            f"round {st.latest['round']} ({st.latest.get('model_version')}): prequential ROC AUC "
+            f"{g.get('roc_auc')}, PR AUC {g.get('pr_auc')}, log loss {g.get('log_loss')}, "
+            f"rows {g.get('rows')}, {st.latest.get('round_seconds')} s"
+        )
+        typer.echo(orjson.dumps(st.latest, option=orjson.OPT_INDENT_2).decode())
+    if not all(st.processes.values()):
+        raise typer.Exit(code=3)
+
+
+@fl_app.command("down")
+def fl_down(ctx: typer.Context) -> None:
+    """Stop SuperNodes and SuperLink (SIGTERM, wait, SIGKILL)."""
+    from app.fl.processes import down
+
+    stopped = down(_settings(ctx).data_dir)
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running.")
+
+
+def baseline_command(
+    ctx: typer.Context,
+    run_config: RunConfigOpt = None,
+) -> None:
+    """Train the same model centrally on all silos' batches pooled (prequential reference)."""
+    from app.fl.baseline import read_silo_frames, run_baseline
+    from app.fl.config import DEFAULTS, FLConfig, FLConfigError
+    from app.fl.server_app import resolve_spec
+
+    settings = _settings(ctx)
+    try:
+        cfg = FLConfig.from_run_config(
+            {**DEFAULTS, "model-name": settings.model_name, **_overrides(run_config)}
+        )
+    except FLConfigError as exc:
+        raise _fail(str(exc)) from None
+    spec_version, n_features = resolve_spec(cfg)
+    frames = [
+        read_silo_frames(settings.bootstrap, s, spec_version, n_features) for s in settings.silo_ids
+    ]
+    if not any(frames):
+        raise _fail(f"no frames of spec {spec_version} on the silo topics at {settings.bootstrap}")
+    for line in run_baseline(frames, cfg, n_features).lines():
+        typer.echo(line)
+
+
+def bench_fl_command(
+    ctx: typer.Context,
+    rounds: Annotated[int, typer.Option(help="Rounds per configuration.")] = 4,
+    rows: Annotated[int, typer.Option(help="Rows per silo per round.")] = 10_000,
+) -> None:
+    """Round wall time at 2 and 4 silos, Flower overhead, training ratio, decode rows/s."""
+    from bench.fl import bench_fl_command as run
+
+    run(ctx, rounds=rounds, rows=rows)

@@ -1,0 +1,116 @@
+"""Flower ClientApp of one silo (thin): Kafka in, prequential round, aggregates out.
+
+Every round (one ``train`` message; evaluation is inside it):
+
+1. open a consumer on ONLY this silo's topic (``--node-config`` of the SuperNode gives
+   ``silo-id``, ``topic`` and ``bootstrap``) at the committed offset of the silo's group;
+2. read the NEW frames, at most ``max-rows-per-round`` rows;
+3. too few rows (< ``min-rows``): reply "no data" (weight 0, ``no-data`` = 1) and commit
+   nothing, so the rows wait for the next round and the server backs off;
+4. otherwise score the rows with the received global model first (prequential), train
+   ``local-epochs``, reply weights + metrics + histograms + moment statistics;
+5. commit the offsets only once the reply is built: a failed round loses no batch.
+
+Each message runs in a fresh process (Flower starts a new ClientApp per message), so the
+consumer is opened and closed per round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+import topics
+from app.fl.config import FLConfig
+from app.fl.kafka_io import SiloBatch, SiloReader, silo_group
+from app.fl.messages import (
+    arrays_from_record,
+    build_reply,
+    parse_train_message,
+)
+from app.fl.rounds import prequential_round
+
+__all__ = ["NodeSettings", "app", "handle_train"]
+
+logger = logging.getLogger(__name__)
+
+app = ClientApp()
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What a SuperNode's ``--node-config`` tells its ClientApp."""
+
+    silo_id: int
+    topic: str
+    bootstrap: str
+    group: str = ""
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any], model_name: str) -> NodeSettings:
+        try:
+            silo = int(node_config["silo-id"])
+            bootstrap = str(node_config["bootstrap"])
+        except KeyError as exc:
+            raise ValueError(f"SuperNode --node-config lacks {exc.args[0]!r}") from None
+        topic = str(node_config.get("topic") or topics.silo_batches(silo))
+        group = str(node_config.get("group") or silo_group(model_name, silo))
+        return cls(silo, topic, bootstrap, group)
+
+
+def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
+    """One round of one silo (see the module docstring); the adapter's whole logic."""
+    ins = parse_train_message(msg)
+    model_cfg = cfg.model_config(ins.n_features, proximal_mu=ins.proximal_mu)
+    with SiloReader(node.bootstrap, node.topic, node.group) as reader:
+        batch: SiloBatch = reader.read(cfg.max_rows_per_round, ins.spec_version, ins.n_features)
+        common = {
+            "silo": node.silo_id,
+            "topic": node.topic,
+            "arrays_record": ins.arrays_record,
+            "n_features": ins.n_features,
+            "read_seconds": batch.seconds,
+            "skipped_frames": batch.skipped_frames,
+        }
+        if batch.rows < cfg.min_rows:
+            logger.info(
+                "silo %d round %d: %d new rows < min-rows %d, no data",
+                node.silo_id,
+                ins.server_round,
+                batch.rows,
+                cfg.min_rows,
+            )
+            if batch.rows == 0 and batch.skipped_frames:
+                reader.commit(batch)  # only unusable frames: move past them
+            return build_reply(msg, result=None, **common)  # type: ignore[arg-type]
+        from app.model.params import param_names  # JAX/Flax: only when there are rows
+
+        arrays = arrays_from_record(ins.arrays_record, param_names(model_cfg))
+        result = prequential_round(arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std)
+        reply = build_reply(msg, result=result, **common)  # type: ignore[arg-type]
+        reader.commit(batch)
+    logger.info(
+        "silo %d round %d: %d rows (%d frames, %d skipped) read in %.2fs, trained in %.2fs",
+        node.silo_id,
+        ins.server_round,
+        batch.rows,
+        batch.frames,
+        batch.skipped_frames,
+        batch.seconds,
+        result.train_seconds,
+    )
+    return reply
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Flower entry point: typed configs once, then :func:`handle_train`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = FLConfig.from_run_config(context.run_config)
+    node = NodeSettings.from_node_config(context.node_config, cfg.model_name)
+    return handle_train(msg, cfg, node)

@@ -1,0 +1,197 @@
+"""The Flower run config, converted once into a typed frozen dataclass.
+
+The defaults live in :data:`DEFAULTS` and are repeated (for ``flwr run``) in
+``app/fl/flwr_app/pyproject.toml`` under ``[tool.flwr.app.config]``; a unit test keeps
+both equal. Handlers call :meth:`FLConfig.from_run_config` once and never index
+``context.run_config`` themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.model.config import ModelConfig
+
+__all__ = ["DEFAULTS", "STRATEGIES", "FLConfig", "FLConfigError"]
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+
+#: Run-config defaults (kebab-case keys, as in the app's pyproject.toml).
+DEFAULTS: dict[str, bool | int | float | str] = {
+    "num-rounds": 0,
+    "strategy": "fedavg",
+    "local-epochs": 1,
+    "lr": 0.001,
+    "batch-size": 256,
+    "max-rows-per-round": 10000,
+    "min-rows": 32,
+    "min-nodes": 1,
+    "round-timeout": 120.0,
+    "idle-backoff-max": 30.0,
+    "pos-weight": 1.0,
+    "weight-decay": 0.0,
+    "proximal-mu": 0.01,
+    "server-lr": 0.01,
+    "dp-clip": 0.0,
+    "dp-noise": 0.0,
+    "model-name": "fraud-mlp",
+    "bootstrap": "127.0.0.1:9092",
+    "spec-version": "",
+    "n-features": 0,
+    "hidden": "64,32",
+    "seed": 0,
+    "resume": True,
+}
+
+
+class FLConfigError(ValueError):
+    """A run-config value that cannot work; the message is one clear sentence."""
+
+
+@dataclass(frozen=True)
+class FLConfig:
+    """Typed federated run configuration.
+
+    Attributes
+    ----------
+    num_rounds : int
+        Rounds to run in this server start; 0 = until stopped.
+    strategy : str
+        ``fedavg``, ``fedprox`` or ``fedadam``.
+    local_epochs, lr, batch_size, pos_weight, weight_decay, seed, hidden
+        Local training hyper-parameters (see :class:`app.model.config.ModelConfig`).
+    max_rows_per_round : int
+        Most new rows a client reads from its silo topic per round.
+    min_rows : int
+        Fewer new rows than this and the client replies "no data" without consuming them.
+    min_nodes : int
+        Nodes that must be connected before a round starts.
+    round_timeout : float
+        Seconds a round waits for replies; it proceeds with those that answered.
+    idle_backoff_max : float
+        Longest sleep between rounds when no silo had new data.
+    proximal_mu : float
+        FedProx proximal coefficient (used only by ``fedprox``).
+    server_lr : float
+        Server learning rate of FedAdam (``eta``).
+    dp_clip, dp_noise : float
+        Server-side fixed-clipping DP: clipping norm and noise multiplier (clip 0 = off).
+    model_name : str
+        Key of the global model on ``fl.model.global``.
+    bootstrap : str
+        Kafka bootstrap servers of the ServerApp (clients take theirs from node config).
+    spec_version : str
+        Feature-spec version of the frames and the model; "" = the default FeatureSpec.
+    n_features : int
+        Width of feature rows; 0 = the default FeatureSpec's.
+    resume : bool
+        Resume from the newest compatible model on ``fl.model.global``.
+    """
+
+    num_rounds: int = 0
+    strategy: str = "fedavg"
+    local_epochs: int = 1
+    lr: float = 0.001
+    batch_size: int = 256
+    max_rows_per_round: int = 10000
+    min_rows: int = 32
+    min_nodes: int = 1
+    round_timeout: float = 120.0
+    idle_backoff_max: float = 30.0
+    pos_weight: float = 1.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.01
+    server_lr: float = 0.01
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
+    model_name: str = "fraud-mlp"
+    bootstrap: str = "127.0.0.1:9092"
+    spec_version: str = ""
+    n_features: int = 0
+    hidden: tuple[int, ...] = (64, 32)
+    seed: int = 0
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise FLConfigError(
+                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        checks = {
+            "num-rounds": self.num_rounds >= 0,
+            "local-epochs": self.local_epochs >= 0,
+            "lr": self.lr > 0,
+            "batch-size": self.batch_size >= 1,
+            "max-rows-per-round": self.max_rows_per_round >= 1,
+            "min-rows": 1 <= self.min_rows <= self.max_rows_per_round,
+            "min-nodes": self.min_nodes >= 1,
+            "round-timeout": self.round_timeout > 0,
+            "idle-backoff-max": self.idle_backoff_max > 0,
+            "pos-weight": self.pos_weight > 0,
+            "dp-clip": self.dp_clip >= 0,
+            "dp-noise": self.dp_noise >= 0,
+            "n-features": self.n_features >= 0,
+            "hidden": len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+        }
+        bad = [key for key, ok in checks.items() if not ok]
+        if bad:
+            raise FLConfigError(f"invalid run-config value(s) for {', '.join(bad)}")
+
+    @property
+    def dp_enabled(self) -> bool:
+        """Whether server-side DP clipping (and noise) wraps the strategy."""
+        return self.dp_clip > 0
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FLConfig:
+        """Build from Flower's ``context.run_config`` (kebab-case keys; unknown ones ignored)."""
+        merged: dict[str, Any] = {**DEFAULTS, **dict(run_config)}
+        kwargs: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            key = field.name.replace("_", "-")
+            if key not in merged:
+                continue
+            value = merged[key]
+            default = getattr(cls, field.name)
+            try:
+                if field.name == "hidden":
+                    kwargs[field.name] = _parse_hidden(value)
+                elif isinstance(default, bool):
+                    kwargs[field.name] = _parse_bool(value)
+                else:
+                    kwargs[field.name] = type(default)(value)
+            except (TypeError, ValueError) as exc:
+                raise FLConfigError(f"run-config {key}={value!r} is not valid: {exc}") from None
+        return cls(**kwargs)
+
+    def model_config(self, n_features: int, proximal_mu: float = 0.0) -> ModelConfig:
+        """The :class:`ModelConfig` for local training with rows of ``n_features``."""
+        return ModelConfig(
+            n_features=n_features,
+            hidden=self.hidden,
+            seed=self.seed,
+            learning_rate=self.lr,
+            batch_size=self.batch_size,
+            epochs=self.local_epochs,
+            pos_weight=self.pos_weight,
+            weight_decay=self.weight_decay,
+            proximal_mu=proximal_mu,
+        )
+
+
+def _parse_hidden(value: Any) -> tuple[int, ...]:
+    if isinstance(value, str):
+        return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+    return tuple(int(v) for v in value)
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)

@@ -1,0 +1,366 @@
+"""Run Flower's deployment engine locally: one SuperLink, one SuperNode per silo, `flwr run`.
+
+Everything lives under ``<data_dir>/fl``: ``logs/`` (one file per process),
+``flwr-home/`` (``FLWR_HOME`` of every process and of ``flwr run``: the connection
+``config.toml`` and installed app bundles), ``run-config.toml`` (the overrides of the
+run) and ``state.json`` (pids, ports, run id). Processes are started in their own
+sessions and stopped by pid (with their descendants: SuperExec, ServerApp, ClientApps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+import topics
+from app.fl.config import DEFAULTS, FLConfig, FLConfigError
+
+__all__ = [
+    "APP_DIR",
+    "FLDeployment",
+    "FLError",
+    "FLStatus",
+    "check_settings",
+    "down",
+    "status",
+    "stop_run",
+    "submit_run",
+    "up",
+]
+
+logger = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent / "flwr_app"
+CONNECTION = "fedstream"
+_BIN = Path(sys.executable).parent
+
+
+class FLError(RuntimeError):
+    """A problem the user can act on; the message is one clear sentence."""
+
+
+@dataclass
+class FLDeployment:
+    """What ``fl up`` started (persisted as ``state.json``)."""
+
+    data_dir: str
+    bootstrap: str
+    model_name: str
+    superlink_port: int
+    superlink_pid: int
+    supernodes: dict[str, dict[str, int]] = field(default_factory=dict)  # silo -> pid, port
+    run_ids: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir) / "fl"
+
+    def pids(self) -> dict[str, int]:
+        out = {"superlink": self.superlink_pid}
+        out.update({f"supernode-{silo}": node["pid"] for silo, node in self.supernodes.items()})
+        return out
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "state.json").write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> FLDeployment | None:
+        path = Path(data_dir) / "fl" / "state.json"
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{_BIN}{os.pathsep}{env.get('PATH', '')}"  # flower-superexec, flwr-*app
+    env["FLWR_HOME"] = str(root / "flwr-home")
+    env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = "0.1"  # default 1 s, paid every round
+    env["PYTHONUNBUFFERED"] = "1"
+    # Each message runs in a new ClientApp process: keep XLA's compilations across them.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax-cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    return env
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in {"Z", "X"}
+
+
+def check_settings(
+    bootstrap: str, silo_ids: Sequence[int], run_config: Mapping[str, Any]
+) -> FLConfig:
+    """Validate the run config and the broker's topics before starting anything."""
+    try:
+        cfg = FLConfig.from_run_config({**DEFAULTS, **run_config})
+    except FLConfigError as exc:
+        raise FLError(str(exc)) from None
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        existing = set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics)
+    except Exception as exc:
+        raise FLError(f"could not reach Kafka at {bootstrap}: {exc}") from None
+    needed = [topics.silo_batches(s) for s in silo_ids] + [topics.MODEL_GLOBAL, topics.FL_METRICS]
+    missing = [t for t in needed if t not in existing]
+    if missing:
+        raise FLError(
+            f"topic(s) {', '.join(missing)} missing on the broker at {bootstrap}; "
+            "run `fedstream topics apply` with the same --silos first"
+        )
+    return cfg
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    return proc.pid
+
+
+def _wait_health(port: int, pid: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise FLError(f"the SuperLink exited at start; see its log (port {port})")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise FLError(f"the SuperLink did not become healthy on port {port} in {timeout_s:.0f} s")
+
+
+def up(
+    *,
+    data_dir: Path,
+    bootstrap: str,
+    silo_ids: Sequence[int],
+    superlink_port: int,
+    supernode_base_port: int,
+    run_config: Mapping[str, Any] | None = None,
+) -> FLDeployment:
+    """Start a SuperLink and one SuperNode per silo, write the connection, submit the run."""
+    overrides = {**(run_config or {}), "bootstrap": bootstrap}
+    cfg = check_settings(bootstrap, silo_ids, overrides)
+    current = FLDeployment.load(data_dir)
+    if current is not None and any(_alive(p) for p in current.pids().values()):
+        raise FLError(f"federated training already runs from {current.root}; run `fl down` first")
+    ports = [superlink_port] + [supernode_base_port + i for i in range(len(silo_ids))]
+    busy = [p for p in ports if not _port_free(p)]
+    if busy:
+        raise FLError(f"port(s) {', '.join(map(str, busy))} already in use; choose other ports")
+    root = Path(data_dir) / "fl"
+    env = _env(root)
+    logs = root / "logs"
+    superlink = [
+        str(_BIN / "flower-superlink"),
+        "--insecure",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(superlink_port),
+        "--disable-runtime-dependency-installation",
+    ]
+    dep = FLDeployment(
+        str(data_dir),
+        bootstrap,
+        cfg.model_name,
+        superlink_port,
+        _spawn(superlink, logs / "superlink.log", env),
+    )
+    dep.save()
+    try:
+        _wait_health(superlink_port, dep.superlink_pid)
+        for i, silo in enumerate(silo_ids):
+            port = supernode_base_port + i
+            node_config = (
+                f"silo-id={silo} topic='{topics.silo_batches(silo)}' bootstrap='{bootstrap}'"
+            )
+            cmd = [
+                str(_BIN / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{superlink_port}",
+                "--port",
+                str(port),
+                "--node-config",
+                node_config,
+            ]
+            pid = _spawn(cmd, logs / f"supernode-{silo}.log", env)
+            dep.supernodes[str(silo)] = {"pid": pid, "port": port}
+            dep.save()
+        _write_connection(root, superlink_port)
+        dep.run_ids.append(submit_run(dep, overrides))
+        dep.save()
+    except BaseException:
+        down(Path(data_dir))
+        raise
+    logger.info(
+        "federated training up: SuperLink :%d, %d SuperNodes, run %s (logs in %s)",
+        superlink_port,
+        len(silo_ids),
+        dep.run_ids[-1],
+        logs,
+    )
+    return dep
+
+
+def _write_connection(root: Path, port: int) -> None:
+    home = root / "flwr-home"
+    home.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "superlink": {
+            "default": CONNECTION,
+            CONNECTION: {"address": f"127.0.0.1:{port}", "insecure": True},
+        }
+    }
+    (home / "config.toml").write_text(tomli_w.dumps(doc))
+
+
+def submit_run(dep: FLDeployment, run_config: Mapping[str, Any]) -> str:
+    """``flwr run`` the app with ``run_config`` overrides; returns the run id."""
+    root = dep.root
+    cfg_file = root / f"run-config-{len(dep.run_ids)}.toml"
+    cfg_file.write_text(tomli_w.dumps(dict(run_config)))
+    cmd = [
+        str(_BIN / "flwr"),
+        "run",
+        str(APP_DIR),
+        CONNECTION,
+        "--format",
+        "json",
+        "--run-config",
+        str(cfg_file),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=_env(root), timeout=120, check=False
+    )
+    try:
+        doc = json.loads(proc.stdout[proc.stdout.index("{") :])
+    except ValueError:
+        doc = {}
+    if proc.returncode != 0 or not doc.get("success"):
+        detail = (doc.get("error") or proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        raise FLError(f"`flwr run` failed: {' '.join(detail) or proc.returncode}")
+    return str(doc["run-id"])
+
+
+def stop_run(dep: FLDeployment, run_id: str) -> None:
+    """``flwr stop`` one run (the ServerApp ends; SuperLink and SuperNodes keep running)."""
+    cmd = [str(_BIN / "flwr"), "stop", run_id, CONNECTION, "--format", "json"]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=_env(dep.root), timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise FLError(f"`flwr stop {run_id}` failed: {(proc.stderr or proc.stdout).strip()[-200:]}")
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _signal(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def down(data_dir: Path, timeout_s: float = 10.0) -> list[str]:
+    """SIGTERM the SuperNodes, then the SuperLink (with descendants); SIGKILL what is left."""
+    dep = FLDeployment.load(data_dir)
+    if dep is None:
+        return []
+    stopped = []
+    named = dep.pids()
+    order = [n for n in named if n != "superlink"] + ["superlink"]
+    tree = _children()
+    for name in order:
+        pid = named[name]
+        if not _alive(pid):
+            continue
+        family = [pid, *_descendants(pid, tree)]
+        _signal(family, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while any(_alive(p) for p in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _signal([p for p in family if _alive(p)], signal.SIGKILL)
+        stopped.append(name)
+    (dep.root / "state.json").unlink(missing_ok=True)
+    logger.info("federated training down: stopped %s", ", ".join(stopped) or "nothing")
+    return stopped
+
+
+@dataclass(frozen=True)
+class FLStatus:
+    """Processes and the latest round of a local deployment."""
+
+    processes: dict[str, bool]
+    run_ids: list[str]
+    latest: dict[str, Any] | None
+
+
+def status(data_dir: Path, with_metrics: bool = True) -> FLStatus | None:
+    """Which processes live, and the newest ``fl.metrics`` document of the model."""
+    dep = FLDeployment.load(data_dir)
+    if dep is None:
+        return None
+    latest = None
+    if with_metrics:
+        from app.fl.kafka_io import read_metrics
+
+        docs = read_metrics(dep.bootstrap, dep.model_name)
+        latest = docs[-1] if docs else None
+    return FLStatus({n: _alive(p) for n, p in dep.pids().items()}, dep.run_ids, latest)

@@ -1,0 +1,217 @@
+"""Pure round logic shared by the ClientApp, the ServerApp, the baseline and the benchmark.
+
+No flwr and no Kafka here: a silo's prequential round (score the new rows with the model
+it received, then train), the server-side merge of evaluations and standardisation
+statistics, the round-metrics document for ``fl.metrics`` and the idle backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.model.metrics import ScoreHistogram, merge_histograms
+from app.model.standardize import MomentStats
+
+if TYPE_CHECKING:
+    from app.model.config import ModelConfig
+
+__all__ = [
+    "Backoff",
+    "SiloEvaluation",
+    "SiloRoundResult",
+    "prequential_round",
+    "round_metrics",
+    "standardisation",
+]
+
+logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class SiloRoundResult:
+    """What one silo produced in one round (before it is put into a Flower reply).
+
+    Attributes
+    ----------
+    arrays : list of np.ndarray
+        Locally trained parameters (the received ones if nothing was trained).
+    rows : int
+        New rows read this round (labelled or not).
+    n_examples : int
+        Labelled rows trained on (the aggregation weight).
+    histogram : ScoreHistogram
+        Prequential evaluation: the received model's scores on the new labelled rows.
+    moments : MomentStats
+        Moments of the new rows (federated standardisation).
+    train_loss : float
+        Mean local training loss (NaN if nothing was trained).
+    train_seconds, score_seconds : float
+        Wall time of local training and of prequential scoring.
+    """
+
+    arrays: list[np.ndarray]
+    rows: int
+    n_examples: int
+    histogram: ScoreHistogram
+    moments: MomentStats
+    train_loss: float
+    train_seconds: float
+    score_seconds: float
+
+
+def standardisation(
+    mean: npt.ArrayLike | None, std: npt.ArrayLike | None, X: npt.ArrayLike
+) -> tuple[F32, F32]:
+    """The global mean/std when known, else those of the rows themselves (first round)."""
+    if mean is not None and std is not None:
+        return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    return MomentStats.from_rows(np.asarray(X)).mean_std()
+
+
+def prequential_round(
+    arrays: Sequence[np.ndarray],
+    X: npt.ArrayLike,
+    y: npt.ArrayLike,
+    config: ModelConfig,
+    mean: npt.ArrayLike | None = None,
+    std: npt.ArrayLike | None = None,
+    n_bins: int = 1000,
+) -> SiloRoundResult:
+    """Test-then-train on one batch of new rows.
+
+    Parameters
+    ----------
+    arrays : sequence of np.ndarray
+        The received global model (canonical order); also the FedProx anchor.
+    X, y : array_like
+        New raw feature rows and labels (-1 = unknown: not scored, not trained on).
+    config : ModelConfig
+        Local training hyper-parameters (``epochs`` 0 = score only).
+    mean, std : array_like, optional
+        Global standardisation; when absent, the rows' own statistics are used.
+    n_bins : int
+        Bins of the score histograms.
+
+    Returns
+    -------
+    SiloRoundResult
+        Trained arrays, counts, prequential histogram, moments and timings.
+    """
+    from app.model.training import predict, train  # JAX: imported only when rows arrive
+
+    x = np.asarray(X, dtype=np.float32)
+    labels = np.asarray(y, dtype=np.float32).reshape(-1)
+    m, s = standardisation(mean, std, x)
+    known = labels >= 0
+    t0 = time.perf_counter()
+    if known.any():
+        scores = predict(arrays, x[known], config, m, s)
+        histogram = ScoreHistogram.from_scores(scores, labels[known], n_bins)
+    else:
+        histogram = ScoreHistogram(n_bins)
+    score_seconds = time.perf_counter() - t0
+    result = train(arrays, x, labels, config, global_arrays=arrays, mean=m, std=s)
+    return SiloRoundResult(
+        arrays=result.arrays,
+        rows=int(x.shape[0]),
+        n_examples=result.n_examples,
+        histogram=histogram,
+        moments=MomentStats.from_rows(x) if x.shape[0] else MomentStats.empty(config.n_features),
+        train_loss=result.loss_mean,
+        train_seconds=result.seconds,
+        score_seconds=score_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class SiloEvaluation:
+    """The aggregate-only part of one silo's reply, as the server sees it."""
+
+    silo: int
+    rows: int
+    n_examples: int
+    histogram: ScoreHistogram
+    train_loss: float = float("nan")
+    extra: Mapping[str, Any] | None = None
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _summary(h: ScoreHistogram, rows: int) -> dict[str, Any]:
+    return {
+        "roc_auc": _finite(h.roc_auc()),
+        "pr_auc": _finite(h.pr_auc()),
+        "log_loss": _finite(h.log_loss()),
+        "rows": int(rows),
+        "labelled": int(h.count),
+        "positives": int(h.positives),
+    }
+
+
+def round_metrics(
+    round_: int,
+    evaluations: Sequence[SiloEvaluation],
+    *,
+    model_version: str,
+    round_seconds: float,
+    idle_silos: Sequence[int] = (),
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The ``fl.metrics`` document of a round (schema ``fl_metrics.schema.json``).
+
+    ``global`` comes from the merged histograms (never an average of per-silo AUCs).
+    Non-finite values become ``None`` (JSON null).
+    """
+    if not evaluations:
+        raise ValueError("round_metrics needs at least one silo evaluation")
+    merged = merge_histograms(e.histogram for e in evaluations)
+    silos: dict[str, Any] = {}
+    for e in evaluations:
+        entry = _summary(e.histogram, e.rows)
+        entry["examples"] = int(e.n_examples)
+        entry["train_loss"] = _finite(e.train_loss)
+        if e.extra:
+            entry.update(e.extra)
+        silos[str(e.silo)] = entry
+    return {
+        "round": int(round_),
+        "time": time.time() if now is None else now,
+        "model_version": model_version,
+        "global": _summary(merged, sum(e.rows for e in evaluations)),
+        "silos": silos,
+        "idle_silos": sorted(int(s) for s in idle_silos),
+        "round_seconds": round(float(round_seconds), 3),
+    }
+
+
+class Backoff:
+    """Exponential sleep schedule for idle rounds: ``start, 2*start, ...`` up to ``maximum``."""
+
+    def __init__(self, start: float = 1.0, maximum: float = 30.0) -> None:
+        if start <= 0 or maximum < start:
+            raise ValueError(f"need 0 < start <= maximum, got {start}, {maximum}")
+        self.start = start
+        self.maximum = maximum
+        self._next = start
+
+    def next(self) -> float:
+        """The next sleep in seconds (and double the one after)."""
+        value = self._next
+        self._next = min(self._next * 2.0, self.maximum)
+        return value
+
+    def reset(self) -> None:
+        """Back to ``start`` after a round with data."""
+        self._next = self.start

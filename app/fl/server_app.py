@@ -1,0 +1,209 @@
+"""Flower ServerApp (thin): continuous rounds, publish every global model to Kafka.
+
+The loop drives Flower's strategy itself (``configure_train`` -> push/pull ->
+``aggregate_train``) instead of ``strategy.start`` so that it can
+
+- run forever (``num-rounds = 0``) and wait with backoff while no silo has new data
+  (an idle attempt does not count as a round);
+- proceed with the nodes that answered within ``round-timeout``;
+- publish the global model frame (parameters, standardisation, spec version, round,
+  metrics) to ``fl.model.global`` and the merged prequential metrics to ``fl.metrics``
+  after every round;
+- resume from the newest compatible model on ``fl.model.global`` when it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from app.features.spec import FeatureSpec
+from app.fl.config import FLConfig
+from app.fl.kafka_io import publish_round, read_models
+from app.fl.messages import (
+    ParsedReply,
+    arrays_from_record,
+    arrays_to_record,
+    build_server_config,
+    parse_reply,
+)
+from app.fl.model_store import choose_resume, make_model_frame, moments_of
+from app.fl.rounds import Backoff, round_metrics
+from app.fl.strategy import build_strategy, send_and_receive, with_ttl
+from app.model.config import ModelConfig
+from app.model.frame import model_version_for
+from app.model.metrics import ScoreHistogram, merge_histograms
+from app.model.params import init_arrays, param_names
+from app.model.standardize import MomentStats, merge_all
+
+__all__ = ["ServerState", "app", "initial_state", "run_rounds"]
+
+logger = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+@dataclass
+class ServerState:
+    """What the server carries from round to round."""
+
+    round: int
+    arrays: list[np.ndarray]
+    moments: MomentStats
+    rejected: list[str] = field(default_factory=list)
+    cumulative: ScoreHistogram | None = None  # prequential, all rounds since this start
+
+
+def resolve_spec(cfg: FLConfig) -> tuple[str, int]:
+    """Spec version and width of the rows: the run config's, else the default FeatureSpec's."""
+    if cfg.spec_version and cfg.n_features:
+        return cfg.spec_version, cfg.n_features
+    spec = FeatureSpec()
+    return cfg.spec_version or spec.version, cfg.n_features or spec.n_features
+
+
+def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> ServerState:
+    """Resume from ``fl.model.global`` (newest compatible frame) or start from scratch."""
+    if cfg.resume:
+        point = choose_resume(read_models(cfg.bootstrap, cfg.model_name), spec_version, model_cfg)
+        if point.frame is not None:
+            logger.info(
+                "resuming %s from round %d (%s)",
+                cfg.model_name,
+                point.round,
+                point.frame.meta.model_version,
+            )
+            arrays = [np.array(a, dtype=np.float32) for a in point.frame.arrays]
+            return ServerState(point.round, arrays, moments_of(point.frame), point.rejected)
+        rejected = point.rejected
+    else:
+        rejected = []
+    logger.info("starting %s from scratch", cfg.model_name)
+    return ServerState(0, init_arrays(model_cfg), MomentStats.empty(model_cfg.n_features), rejected)
+
+
+def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerState:
+    """The server loop; returns after ``num-rounds`` rounds (never when it is 0).
+
+    ``stop_after_idle`` > 0 ends the loop after that many consecutive idle attempts
+    (used by tests and the benchmark; 0 = wait forever).
+    """
+    spec_version, n_features = resolve_spec(cfg)
+    model_cfg = cfg.model_config(n_features)
+    names = param_names(model_cfg)
+    state = initial_state(cfg, model_cfg, spec_version)
+    strategy = build_strategy(cfg)
+    backoff = Backoff(1.0, cfg.idle_backoff_max)
+    done = idle = 0
+    while cfg.num_rounds == 0 or done < cfg.num_rounds:
+        t0 = time.perf_counter()
+        mean, std = state.moments.mean_std() if state.moments.count else (None, None)
+        config = build_server_config(
+            spec_version=spec_version, n_features=n_features, mean=mean, std=std
+        )
+        next_round = state.round + 1
+        messages = strategy.configure_train(
+            next_round, arrays_to_record(state.arrays, names), config, grid
+        )
+        replies = send_and_receive(grid, with_ttl(messages, cfg.round_timeout), cfg.round_timeout)
+        parsed, errors = [], []
+        for reply in replies:
+            try:
+                if reply.has_error():
+                    raise ValueError(reply.error.reason)
+                parsed.append(parse_reply(reply))
+            except (ValueError, KeyError, TypeError) as exc:
+                errors.append(f"node {reply.metadata.src_node_id}: {exc}")
+        for problem in errors:
+            logger.warning("round %d: dropped reply from %s", next_round, problem)
+        contributing = [p for p in parsed if p.contributes]
+        aggregated: ArrayRecord | None = None
+        if contributing:
+            aggregated, _ = strategy.aggregate_train(next_round, [p.message for p in contributing])
+        if aggregated is None:
+            idle += 1
+            if stop_after_idle and idle >= stop_after_idle:
+                logger.info("stopping after %d idle attempts", idle)
+                break
+            pause = backoff.next()
+            logger.info(
+                "round %d: no silo had new data (%d replies); waiting %.0f s",
+                next_round,
+                len(parsed),
+                pause,
+            )
+            time.sleep(pause)
+            continue
+        idle = 0
+        backoff.reset()
+        state.round = next_round
+        state.arrays = arrays_from_record(aggregated, names)
+        with_rows = [p.moments for p in parsed if p.moments.count]
+        state.moments = merge_all([state.moments, *with_rows])
+        _publish(
+            cfg, model_cfg, spec_version, state, parsed, contributing, time.perf_counter() - t0
+        )
+        done += 1
+    return state
+
+
+def _publish(
+    cfg: FLConfig,
+    model_cfg: ModelConfig,
+    spec_version: str,
+    state: ServerState,
+    parsed: list[ParsedReply],
+    contributing: list[ParsedReply],
+    seconds: float,
+) -> None:
+    """Build the round's metrics and model frame and put both on Kafka."""
+    evaluations = [p.evaluation for p in parsed if not p.no_data]
+    merged = merge_histograms(e.histogram for e in evaluations)
+    state.cumulative = merged if state.cumulative is None else state.cumulative.merge(merged)
+    metrics = round_metrics(
+        state.round,
+        evaluations,
+        model_version=model_version_for(state.round, state.arrays),
+        round_seconds=seconds,
+        idle_silos=[p.evaluation.silo for p in parsed if p.no_data],
+    )
+    metrics["strategy"] = cfg.strategy
+    metrics["aggregated_silos"] = sorted(p.evaluation.silo for p in contributing)
+    metrics["standardisation_rows"] = state.moments.count
+    metrics["cumulative"] = {
+        k: (v if np.isfinite(v) else None) for k, v in state.cumulative.summary().items()
+    }
+    frame, version = make_model_frame(
+        model_name=cfg.model_name,
+        round_=state.round,
+        arrays=state.arrays,
+        config=model_cfg,
+        spec_version=spec_version,
+        moments=state.moments,
+        metrics=metrics,
+    )
+    publish_round(cfg.bootstrap, cfg.model_name, frame, metrics)
+    glob = metrics["global"]
+    logger.info(
+        "round %d published (%s): prequential ROC AUC %s over %d rows from %d silos, %.1f s",
+        state.round,
+        version,
+        glob["roc_auc"],
+        glob["rows"],
+        len(evaluations),
+        seconds,
+    )
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Flower entry point: typed run config once, then the round loop."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = FLConfig.from_run_config(context.run_config)
+    logger.info("fedstream ServerApp: %s", cfg)
+    run_rounds(grid, cfg)

@@ -1,0 +1,213 @@
+"""Mergeable evaluation metrics from per-class score histograms.
+
+A silo sends two integer histograms of predicted probabilities (positives, negatives),
+the sum of log losses and the labelled row count. Histograms add, so the server gets
+the global ROC AUC, PR AUC and log loss of the pooled data exactly as if it had seen all
+scores (up to the bin width). A global AUC is never an average of per-silo AUCs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["LOG_LOSS_EPS", "ScoreHistogram", "merge_histograms"]
+
+logger = logging.getLogger(__name__)
+
+LOG_LOSS_EPS = 1e-7
+I64 = npt.NDArray[np.int64]
+
+
+def _zeros(n: int) -> I64:
+    return np.zeros(n, dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreHistogram:
+    """Per-class histograms of scores in ``[0, 1]`` plus log-loss accumulators.
+
+    Bin ``b`` holds scores in ``[b / n_bins, (b + 1) / n_bins)``; a score of exactly 1
+    goes to the last bin.
+
+    Attributes
+    ----------
+    n_bins : int
+        Number of equal-width bins on ``[0, 1]``.
+    pos, neg : np.ndarray
+        int64 counts of positive / negative examples per bin.
+    loss_sum : float
+        Sum of per-example log losses (probabilities clipped to ``[eps, 1 - eps]``).
+    count : int
+        Number of labelled examples.
+    """
+
+    n_bins: int = 1000
+    pos: I64 = field(default_factory=lambda: _zeros(0))
+    neg: I64 = field(default_factory=lambda: _zeros(0))
+    loss_sum: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
+        for name in ("pos", "neg"):
+            arr = np.asarray(getattr(self, name), dtype=np.int64).reshape(-1)
+            if arr.size == 0:
+                arr = _zeros(self.n_bins)
+            if arr.shape != (self.n_bins,):
+                raise ValueError(f"{name} must have {self.n_bins} bins, got {arr.shape}")
+            if np.any(arr < 0):
+                raise ValueError(f"{name} counts must be >= 0")
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "n_bins", int(self.n_bins))
+        object.__setattr__(self, "loss_sum", float(self.loss_sum))
+        object.__setattr__(self, "count", int(self.count))
+
+    @classmethod
+    def from_scores(
+        cls, scores: npt.ArrayLike, labels: npt.ArrayLike, n_bins: int = 1000
+    ) -> ScoreHistogram:
+        """Histogram predicted probabilities; rows with a label < 0 are ignored."""
+        s = np.asarray(scores, dtype=np.float64).reshape(-1)
+        lab = np.asarray(labels).reshape(-1)
+        if s.shape != lab.shape:
+            raise ValueError(f"{s.shape[0]} scores but {lab.shape[0]} labels")
+        known = lab >= 0
+        s, is_pos = s[known], lab[known] > 0
+        if np.any(~np.isfinite(s)):
+            raise ValueError("scores must be finite")
+        s = np.clip(s, 0.0, 1.0)
+        bins = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+        pos = np.bincount(bins[is_pos], minlength=n_bins).astype(np.int64)
+        neg = np.bincount(bins[~is_pos], minlength=n_bins).astype(np.int64)
+        p = np.clip(s, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
+        loss = -np.where(is_pos, np.log(p), np.log1p(-p))
+        return cls(n_bins, pos, neg, float(loss.sum()), int(s.shape[0]))
+
+    def merge(self, other: ScoreHistogram) -> ScoreHistogram:
+        """Histogram of the pooled examples of both."""
+        if other.n_bins != self.n_bins:
+            raise ValueError(f"cannot merge {self.n_bins} and {other.n_bins} bins")
+        return ScoreHistogram(
+            self.n_bins,
+            self.pos + other.pos,
+            self.neg + other.neg,
+            self.loss_sum + other.loss_sum,
+            self.count + other.count,
+        )
+
+    @property
+    def positives(self) -> int:
+        """Number of positive examples."""
+        return int(self.pos.sum())
+
+    @property
+    def negatives(self) -> int:
+        """Number of negative examples."""
+        return int(self.neg.sum())
+
+    def roc_auc(self) -> float:
+        """ROC AUC (Mann-Whitney); pairs in the same bin count 1/2 (the trapezoid).
+
+        Returns NaN when either class is absent.
+        """
+        n_pos, n_neg = self.positives, self.negatives
+        if n_pos == 0 or n_neg == 0:
+            return float("nan")
+        neg = self.neg.astype(np.float64)
+        neg_below = np.cumsum(neg) - neg
+        wins = np.sum(self.pos.astype(np.float64) * (neg_below + 0.5 * neg))
+        return float(wins / (float(n_pos) * float(n_neg)))
+
+    def pr_auc(self) -> float:
+        """Average precision with one threshold per bin, from high to low scores.
+
+        ``AP = sum_k (R_k - R_{k-1}) * P_k``; NaN when there are no positives.
+        """
+        n_pos = self.positives
+        if n_pos == 0:
+            return float("nan")
+        tp = np.cumsum(self.pos[::-1]).astype(np.float64)
+        fp = np.cumsum(self.neg[::-1]).astype(np.float64)
+        predicted = tp + fp
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall_gain = self.pos[::-1].astype(np.float64) / n_pos
+        return float(np.sum(recall_gain * precision))
+
+    def log_loss(self) -> float:
+        """Mean log loss over labelled examples (NaN when empty)."""
+        return self.loss_sum / self.count if self.count else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        """Scalar metrics, e.g. for ``fl.metrics`` or logs."""
+        return {
+            "roc_auc": self.roc_auc(),
+            "pr_auc": self.pr_auc(),
+            "log_loss": self.log_loss(),
+            "count": float(self.count),
+            "positives": float(self.positives),
+        }
+
+    def to_arrays(self) -> list[np.ndarray]:
+        """``[pos (int64), neg (int64), [loss_sum] (float64), [count] (int64)]``."""
+        return [
+            self.pos.copy(),
+            self.neg.copy(),
+            np.array([self.loss_sum], dtype=np.float64),
+            np.array([self.count], dtype=np.int64),
+        ]
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[np.ndarray]) -> ScoreHistogram:
+        """Inverse of :meth:`to_arrays` (``n_bins`` is the histogram length)."""
+        if len(arrays) != 4:
+            raise ValueError(f"expected [pos, neg, loss_sum, count], got {len(arrays)} arrays")
+        pos = np.asarray(arrays[0]).reshape(-1)
+        return cls(
+            int(pos.shape[0]),
+            pos,
+            np.asarray(arrays[1]),
+            float(np.asarray(arrays[2]).reshape(-1)[0]),
+            int(np.asarray(arrays[3]).reshape(-1)[0]),
+        )
+
+    def to_dict(self) -> dict[str, int | float | list[int]]:
+        """Flat dict of ints, floats and int lists (fits Flower Metric/ConfigRecords)."""
+        return {
+            "n_bins": self.n_bins,
+            "pos": [int(v) for v in self.pos],
+            "neg": [int(v) for v in self.neg],
+            "loss_sum": self.loss_sum,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScoreHistogram:
+        """Inverse of :meth:`to_dict`."""
+        missing = {"n_bins", "pos", "neg", "loss_sum", "count"} - set(data)
+        if missing:
+            raise ValueError(f"histogram dict is missing keys {sorted(missing)}")
+        return cls(
+            int(data["n_bins"]),
+            np.asarray(data["pos"], dtype=np.int64),
+            np.asarray(data["neg"], dtype=np.int64),
+            float(data["loss_sum"]),
+            int(data["count"]),
+        )
+
+
+def merge_histograms(hists: Iterable[ScoreHistogram]) -> ScoreHistogram:
+    """Merge any number of histograms (at least one)."""
+    items = list(hists)
+    if not items:
+        raise ValueError("merge_histograms needs at least one histogram")
+    out = items[0]
+    for h in items[1:]:
+        out = out.merge(h)
+    return out

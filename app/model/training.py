@@ -1,0 +1,300 @@
+"""Local training and batched prediction (pure JAX/optax over the NNX model).
+
+Performance notes
+-----------------
+- One epoch is shuffled on the host with a seeded NumPy generator, padded to a whole
+  number of batches (padding rows carry weight 0) and reshaped to ``(n_batches, B, F)``.
+- Minibatches run inside ``jax.lax.scan`` over chunks of 64, 8 or 1 batches, so an epoch
+  costs a handful of dispatches and there is no host<->device sync per step. The jitted
+  chunk function compiles at most once per ``(chunk, batch_size)`` shape and is cached
+  across calls (keyed by architecture and optimiser hyper-parameters, not by seed).
+- The loss is accumulated on device and read back once at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy.typing as npt
+import optax
+
+from app.model.config import ModelConfig
+from app.model.params import layout_for, validate_arrays
+from app.model.standardize import standardize
+
+__all__ = ["TrainResult", "predict", "prepare_rows", "train", "weighted_bce"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNKS = (64, 8, 1)
+_PREDICT_MAX_ROWS = 8192
+
+ChunkFn = Callable[..., tuple[Any, Any, jax.Array, jax.Array]]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes
+    ----------
+    arrays : list of np.ndarray
+        Updated parameters (float32, canonical order).
+    n_examples : int
+        Labelled rows used per epoch (the FedAvg weight).
+    loss_mean : float
+        Mean weighted BCE per labelled example over all steps (NaN if nothing trained).
+    seconds : float
+        Wall-clock time of the call.
+    """
+
+    arrays: list[np.ndarray]
+    n_examples: int
+    loss_mean: float
+    seconds: float
+
+
+def weighted_bce(logits: jax.Array, y: jax.Array, pos_weight: float) -> jax.Array:
+    """Per-example BCE with logits, positives weighted by ``pos_weight``."""
+    return -(pos_weight * y * jax.nn.log_sigmoid(logits) + (1.0 - y) * jax.nn.log_sigmoid(-logits))
+
+
+def prepare_rows(
+    X: npt.ArrayLike,
+    config: ModelConfig,
+    mean: npt.ArrayLike | None = None,
+    std: npt.ArrayLike | None = None,
+) -> npt.NDArray[np.float32]:
+    """Validate rows against ``config`` and standardise them when mean/std are given."""
+    x = np.asarray(X, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != config.n_features:
+        raise ValueError(f"expected rows of shape (n, {config.n_features}), got {x.shape}")
+    if (mean is None) != (std is None):
+        raise ValueError("pass both mean and std, or neither")
+    if mean is not None and std is not None:
+        x = standardize(x, mean, std)
+    return np.ascontiguousarray(x)
+
+
+@functools.lru_cache(maxsize=16)
+def _trainer(
+    n_features: int,
+    hidden: tuple[int, ...],
+    learning_rate: float,
+    weight_decay: float,
+    pos_weight: float,
+    proximal_mu: float,
+) -> tuple[Callable[[Any], Any], ChunkFn]:
+    """Jitted optimiser init and jitted ``scan`` over a chunk of minibatches."""
+    layout = layout_for(n_features, hidden)
+    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+    def loss_fn(
+        params: list[jax.Array],
+        gparams: list[jax.Array],
+        xb: jax.Array,
+        yb: jax.Array,
+        wb: jax.Array,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        per_example = weighted_bce(layout.logits(params, xb), yb, pos_weight)
+        wsum = jnp.sum(wb)
+        data_loss = jnp.sum(wb * per_example) / jnp.maximum(wsum, 1.0)
+        total = data_loss
+        if proximal_mu > 0.0:
+            sq = sum(jnp.sum(jnp.square(p - g)) for p, g in zip(params, gparams, strict=True))
+            total = total + 0.5 * proximal_mu * sq
+        return total, (data_loss, wsum)
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def step(
+        carry: tuple[list[jax.Array], Any, list[jax.Array]],
+        batch: tuple[jax.Array, jax.Array, jax.Array],
+    ) -> tuple[tuple[list[jax.Array], Any, list[jax.Array]], tuple[jax.Array, jax.Array]]:
+        params, opt_state, gparams = carry
+        grads, (data_loss, wsum) = grad_fn(params, gparams, *batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, gparams), (data_loss * wsum, wsum)
+
+    @jax.jit
+    def run_chunk(
+        params: list[jax.Array],
+        opt_state: Any,
+        gparams: list[jax.Array],
+        xs: jax.Array,
+        ys: jax.Array,
+        ws: jax.Array,
+    ) -> tuple[list[jax.Array], Any, jax.Array, jax.Array]:
+        (params, opt_state, _), (losses, weights) = jax.lax.scan(
+            step, (params, opt_state, gparams), (xs, ys, ws)
+        )
+        return params, opt_state, jnp.sum(losses), jnp.sum(weights)
+
+    return jax.jit(optimizer.init), run_chunk
+
+
+def _chunks(n_batches: int) -> list[tuple[int, int]]:
+    """Split ``n_batches`` into ``(start, size)`` chunks of sizes from ``_CHUNKS``."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for size in _CHUNKS:
+        while n_batches - start >= size:
+            out.append((start, size))
+            start += size
+    return out
+
+
+def train(
+    arrays: Sequence[np.ndarray],
+    X: npt.ArrayLike,
+    y: npt.ArrayLike,
+    config: ModelConfig,
+    global_arrays: Sequence[np.ndarray] | None = None,
+    mean: npt.ArrayLike | None = None,
+    std: npt.ArrayLike | None = None,
+) -> TrainResult:
+    """Train locally from ``arrays`` on rows ``X`` with labels ``y``.
+
+    Parameters
+    ----------
+    arrays : sequence of np.ndarray
+        Starting parameters in canonical order (usually the received global model).
+    X : array_like, shape (n, n_features)
+        Raw (unstandardised) feature rows.
+    y : array_like, shape (n,)
+        Labels in {0, 1}; rows with a label < 0 (unknown) are excluded.
+    config : ModelConfig
+        Architecture and optimisation hyper-parameters.
+    global_arrays : sequence of np.ndarray, optional
+        Anchor of the FedProx term (default: ``arrays``); used only if ``proximal_mu > 0``.
+    mean, std : array_like, optional
+        Global standardisation applied to ``X`` before training.
+
+    Returns
+    -------
+    TrainResult
+        Updated arrays, labelled row count, mean training loss and wall time.
+    """
+    t0 = time.perf_counter()
+    validate_arrays(config, arrays)
+    x = prepare_rows(X, config, mean, std)
+    labels = np.asarray(y, dtype=np.float32).reshape(-1)
+    if labels.shape[0] != x.shape[0]:
+        raise ValueError(f"{x.shape[0]} rows but {labels.shape[0]} labels")
+    known = labels >= 0
+    x, labels = x[known], labels[known]
+    n = int(x.shape[0])
+    start_arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+    if n == 0 or config.epochs == 0:
+        logger.info("train: nothing to do (labelled rows=%d, epochs=%d)", n, config.epochs)
+        return TrainResult(start_arrays, n, float("nan"), time.perf_counter() - t0)
+
+    if global_arrays is not None:
+        validate_arrays(config, global_arrays)
+    init_opt, run_chunk = _trainer(
+        config.n_features,
+        config.hidden,
+        float(config.learning_rate),
+        float(config.weight_decay),
+        float(config.pos_weight),
+        float(config.proximal_mu),
+    )
+    params = [jnp.asarray(a) for a in start_arrays]
+    anchor = global_arrays if global_arrays is not None else start_arrays
+    gparams = [jnp.asarray(np.asarray(a, dtype=np.float32)) for a in anchor]
+    opt_state = init_opt(params)
+
+    bsz = config.batch_size
+    n_batches = -(-n // bsz)
+    wpad = np.zeros(n_batches * bsz, dtype=np.float32)
+    wpad[:n] = 1.0
+    plan = _chunks(n_batches)
+    w_chunks = [jnp.asarray(wpad.reshape(n_batches, bsz)[s : s + k]) for s, k in plan]
+    rng = np.random.default_rng(config.seed)
+    loss_sum: jax.Array = jnp.zeros((), jnp.float32)
+    weight_sum: jax.Array = jnp.zeros((), jnp.float32)
+    for _epoch in range(config.epochs):
+        perm = rng.permutation(n)
+        # Fresh host buffers every epoch: on CPU, JAX may alias host memory zero-copy and
+        # runs asynchronously, so a buffer handed to it must never be mutated afterwards.
+        xpad = np.zeros((n_batches * bsz, config.n_features), dtype=np.float32)
+        ypad = np.zeros(n_batches * bsz, dtype=np.float32)
+        np.take(x, perm, axis=0, out=xpad[:n])
+        np.take(labels, perm, out=ypad[:n])
+        xs = xpad.reshape(n_batches, bsz, config.n_features)
+        ys = ypad.reshape(n_batches, bsz)
+        for (s, k), wc in zip(plan, w_chunks, strict=True):
+            params, opt_state, ls, wsum = run_chunk(
+                params, opt_state, gparams, xs[s : s + k], ys[s : s + k], wc
+            )
+            loss_sum = loss_sum + ls
+            weight_sum = weight_sum + wsum
+    out_arrays = [np.asarray(p, dtype=np.float32) for p in jax.device_get(params)]
+    loss_mean = float(loss_sum) / max(float(weight_sum), 1.0)
+    seconds = time.perf_counter() - t0
+    logger.debug(
+        "train: %d rows x %d epochs in %.3fs (%.0f samples/s), loss %.4f",
+        n,
+        config.epochs,
+        seconds,
+        n * config.epochs / max(seconds, 1e-9),
+        loss_mean,
+    )
+    return TrainResult(out_arrays, n, loss_mean, seconds)
+
+
+@functools.lru_cache(maxsize=16)
+def _predictor(n_features: int, hidden: tuple[int, ...]) -> Callable[..., jax.Array]:
+    layout = layout_for(n_features, hidden)
+
+    @jax.jit
+    def probs(params: list[jax.Array], x: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(layout.logits(params, x))
+
+    return probs
+
+
+def _bucket(n: int) -> int:
+    """Padded row count: next power of two, at least 8, at most ``_PREDICT_MAX_ROWS``."""
+    return int(min(_PREDICT_MAX_ROWS, max(8, 1 << max(n - 1, 0).bit_length())))
+
+
+def predict(
+    arrays: Sequence[np.ndarray],
+    X: npt.ArrayLike,
+    config: ModelConfig,
+    mean: npt.ArrayLike | None = None,
+    std: npt.ArrayLike | None = None,
+) -> npt.NDArray[np.float32]:
+    """Probabilities of the positive class for rows ``X`` (float32, shape ``(n,)``).
+
+    Rows are standardised with ``mean``/``std`` when given and scored in chunks padded to
+    power-of-two sizes, so the jitted forward pass compiles for a few shapes only.
+    """
+    validate_arrays(config, arrays)
+    x = prepare_rows(X, config, mean, std)
+    n = int(x.shape[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    fn = _predictor(config.n_features, config.hidden)
+    params = [jnp.asarray(np.asarray(a, dtype=np.float32)) for a in arrays]
+    outs: list[jax.Array] = []
+    for start in range(0, n, _PREDICT_MAX_ROWS):
+        part = x[start : start + _PREDICT_MAX_ROWS]
+        size = _bucket(part.shape[0])
+        if size != part.shape[0]:
+            part = np.concatenate(
+                [part, np.zeros((size - part.shape[0], x.shape[1]), dtype=np.float32)]
+            )
+        outs.append(fn(params, part))
+    host = [np.asarray(o) for o in jax.device_get(outs)]
+    return np.concatenate(host)[:n].astype(np.float32, copy=False)

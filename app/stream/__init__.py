@@ -1,0 +1,1 @@
+"""Faust adapter: the stream worker (thin agents over app.features)."""

@@ -1,0 +1,87 @@
+"""`fedstream worker` and `fedstream tail`: run the stream worker, look at a topic."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer, settings_from: Any) -> None:
+    """Attach the stream commands to the main CLI."""
+
+    @app.command("worker")
+    def worker(
+        ctx: typer.Context,
+        worker_id: Annotated[
+            str, typer.Option(help="Name of this worker; each worker on a host needs its own.")
+        ] = "0",
+        store: Annotated[
+            str, typer.Option(help="Table store: rocksdb:// (durable, via rocksdict) or memory://.")
+        ] = "rocksdb://",
+        batch_rows: Annotated[int | None, typer.Option(help="Rows per micro-batch.")] = None,
+        batch_ms: Annotated[int | None, typer.Option(help="Max age of a micro-batch, ms.")] = None,
+        loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warn",
+    ) -> None:
+        """Run a stream worker: validate, join in windows, vectorise, emit per-silo batches.
+
+        Start several (each with its own --worker-id) to share the input partitions; table
+        state moves with the partitions through the changelog topics.
+        """
+        from faust.worker import Worker
+
+        from app.features.spec import FeatureSpec
+        from app.features.windows import WindowConfig
+        from app.stream.worker import create_worker_app
+
+        settings = settings_from(ctx, batch_rows=batch_rows, batch_ms=batch_ms)
+        spec = FeatureSpec(
+            windows=WindowConfig(settings.short_window_s, settings.long_window_s, settings.hop_s)
+        )
+        handle = create_worker_app(settings, spec, store=store, worker_id=worker_id)
+        logger.info("worker %s: spec %s, %d features, silos %s, broker %s", worker_id,
+                    spec.version, spec.n_features, settings.silo_ids, settings.bootstrap)  # fmt: skip
+        Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+    @app.command("tail")
+    def tail(
+        ctx: typer.Context,
+        topic: Annotated[str, typer.Argument(help="Topic to print, e.g. silo.0.batches.")],
+        from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record.")] = True,
+        limit: Annotated[int, typer.Option(help="Stop after N records (0 = follow forever).")] = 0,
+        rows: Annotated[int, typer.Option(help="Rows to show of each frame.")] = 3,
+    ) -> None:
+        """Print a topic's records readably: JSON pretty-printed, frames summarised."""
+        from app.kafka.clients import make_consumer
+        from app.stream.render import render_record
+
+        settings = settings_from(ctx)
+        consumer = make_consumer(
+            settings.bootstrap,
+            f"fedstream-tail-{int(time.time())}",
+            **{"auto.offset.reset": "earliest" if from_beginning else "latest"},
+        )
+        consumer.subscribe([topic])
+        stop = {"now": False}
+        signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+        seen = 0
+        try:
+            while not stop["now"] and (limit == 0 or seen < limit):
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    typer.echo(f"error: {msg.error()}", err=True)
+                    continue
+                seen += 1
+                typer.echo(render_record(msg.topic(), msg.partition(), msg.offset(),
+                                         msg.key(), msg.value(), rows))  # fmt: skip
+        finally:
+            consumer.close()

@@ -1,0 +1,192 @@
+"""The Faust worker: thin agents that feed raw records to a StreamProcessor.
+
+Agents
+------
+- ``bank.customers``  -> latest profile (table ``profiles``)
+- ``bank.transactions`` -> join with profile and windows (table ``windows``), score,
+  micro-batch per silo -> ``silo.<id>.batches``
+- invalid input -> ``dlq.<input topic>`` with the reason and original bytes.
+
+Delivery: a :class:`CommitSensor` runs right before Faust commits offsets. It flushes every
+open micro-batch and writes the changed table entries, and Faust then flushes its producer
+before committing. So a committed offset always means "its row is in a delivered frame and
+its state is in the changelog": a crash loses nothing. Frames sent between two commits (a
+batch that filled up) are sent again after a crash, so SIGKILL can duplicate rows of at most
+one commit interval; SIGTERM duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.sensors import Sensor
+from faust.streams import _current_event
+
+from app.features.spec import FeatureSpec
+from app.features.validation import InvalidRecord
+from app.settings import Settings
+from app.stream.processor import StreamProcessor, dead_letter
+from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, silo_batches
+
+__all__ = ["WorkerHandle", "create_worker_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class WorkerHandle:
+    """The Faust app plus the processor and the objects the agents share."""
+
+    def __init__(self, app: faust.App, processor: StreamProcessor) -> None:
+        self.app = app
+        self.processor = processor
+        self.last_event: dict[tuple[str, int], Any] = {}
+        self.started = time.monotonic()
+
+
+class CommitSensor(Sensor):  # type: ignore[misc]
+    """Flush batches and write-behind state just before Faust commits offsets."""
+
+    def __init__(self, handle: WorkerHandle, flush: Any) -> None:
+        super().__init__()
+        self._flush = flush
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        self._flush()
+        return super().on_commit_initiated(consumer)
+
+
+def create_worker_app(
+    settings: Settings,
+    spec: FeatureSpec,
+    store: str = "rocksdb://",
+    worker_id: str = "0",
+) -> WorkerHandle:
+    """Build the Faust app of a stream worker (``fedstream worker`` runs it)."""
+    data_dir = Path(settings.data_dir) / "worker" / worker_id
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        WORKER_APP_ID,
+        broker=f"kafka://{settings.bootstrap}",
+        store=store,
+        datadir=str(data_dir),
+        topic_partitions=settings.input_partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        producer_linger_ms=5,
+        producer_max_request_size=16 * 1024 * 1024,
+        stream_buffer_maxsize=65536,
+        consumer_auto_offset_reset="earliest",
+    )
+    profiles_table = app.Table("profiles", default=None, key_type=bytes, value_type=bytes,
+                               partitions=settings.input_partitions)  # fmt: skip
+    windows_table = app.Table("windows", default=None, key_type=bytes, value_type=bytes,
+                              partitions=settings.input_partitions)  # fmt: skip
+
+    def load(table: Any) -> Any:
+        def read(customer_id: str) -> bytes | None:
+            value = table.get(customer_id.encode())
+            return None if value is None else bytes(value)
+
+        return read
+
+    processor = StreamProcessor(
+        spec, settings.silo_ids, settings.batch_rows, settings.batch_ms,
+        load_profile=load(profiles_table), load_state=load(windows_table),
+    )  # fmt: skip
+    handle = WorkerHandle(app, processor)
+    customers = app.topic(CUSTOMERS, key_serializer="raw", value_serializer="raw")
+    transactions = app.topic(TRANSACTIONS, key_serializer="raw", value_serializer="raw")
+    silo_topics = {s: app.topic(silo_batches(s), value_serializer="raw") for s in settings.silo_ids}
+    dlq_topics = {t: app.topic(dlq(t), key_serializer="raw", value_serializer="raw")
+                  for t in (CUSTOMERS, TRANSACTIONS)}  # fmt: skip
+
+    def send_frames(frames: list[tuple[int, bytes]]) -> None:
+        for silo, frame in frames:
+            silo_topics[silo].send_soon(key=str(silo).encode(), value=frame)
+
+    def send_dead_letter(event: Any, reason: str) -> None:
+        msg = event.message
+        processor.counters.invalid += 1
+        logger.debug("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+        value = dead_letter(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        dlq_topics[msg.topic].send_soon(key=msg.key, value=value)
+
+    def write_dirty() -> None:
+        """Write changed profiles/states to their tables, in their partition's context."""
+        profiles, states = processor.take_dirty()
+        for (table, topic), dirty in ((profiles_table, CUSTOMERS), profiles), (
+            (windows_table, TRANSACTIONS),
+            states,
+        ):
+            for partition, entries in dirty.items():
+                event = handle.last_event.get((topic, partition))
+                if event is None:
+                    continue
+                # Faust derives a table write's changelog partition from the current event.
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    for cid, value in entries.items():
+                        table[cid.encode()] = value
+                finally:
+                    _current_event.reset(token)
+
+    def flush_everything() -> None:
+        send_frames(processor.flush_all(_now_ms()))
+        write_dirty()
+
+    app.sensors.add(CommitSensor(handle, flush_everything))
+
+    @app.agent(customers)
+    async def on_customers(stream: Any) -> None:
+        async for event in stream.events():
+            handle.last_event[(CUSTOMERS, event.message.partition)] = event
+            try:
+                processor.on_customer(event.value, event.key, event.message.partition)
+            except InvalidRecord as exc:
+                send_dead_letter(event, exc.reason)
+
+    @app.agent(transactions)
+    async def on_transactions(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            handle.last_event[(TRANSACTIONS, msg.partition)] = event
+            try:
+                joined = processor.on_transaction(event.value, event.key, msg.partition,
+                                                  msg.offset, _now_ms())  # fmt: skip
+            except InvalidRecord as exc:
+                send_dead_letter(event, exc.reason)
+                continue
+            if joined is not None and joined.frames:
+                send_frames(joined.frames)
+
+    @app.timer(interval=0.2)
+    async def flush_due_batches() -> None:
+        send_frames(processor.flush_due(_now_ms()))
+
+    @app.timer(interval=10.0)
+    async def log_progress() -> None:
+        c = processor.counters
+        logger.info(
+            "customers %d, transactions %d, invalid %d, frames %d, rows per silo %s",
+            c.customers, c.transactions, c.invalid, c.frames, c.per_silo_rows,
+        )  # fmt: skip
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        flush_everything()
+        processor.forget()
+
+    return handle

@@ -1,0 +1,124 @@
+"""The ClientApp's round logic on the real broker (Flower messages built in-process)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from confluent_kafka import TopicPartition
+from flwr.app import Message, MessageType, RecordDict
+
+import topics
+from app.fl.client_app import NodeSettings, handle_train
+from app.fl.config import FLConfig
+from app.fl.kafka_io import ensure_topics, produce_frames
+from app.fl.messages import (
+    ARRAYS,
+    CONFIG,
+    arrays_to_record,
+    build_server_config,
+    parse_reply,
+)
+from app.fl.synthetic import synthetic_frames
+from app.kafka.clients import make_consumer
+from app.model.params import init_arrays, param_names
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    """Flower stamps messages with the identity of the running task; fake one in-process."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id = 1
+    TaskIdentity.node_id = 1
+    TaskIdentity.task_id = 1
+
+
+def _train_message(cfg: FLConfig, spec: str) -> Message:
+    model_cfg = cfg.model_config(8)
+    record = RecordDict(
+        {
+            ARRAYS: arrays_to_record(init_arrays(model_cfg), param_names(model_cfg)),
+            CONFIG: build_server_config(spec_version=spec, n_features=8, mean=None, std=None),
+        }
+    )
+    record[CONFIG]["server-round"] = 1
+    return Message(record, dst_node_id=1, message_type=MessageType.TRAIN)
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = make_consumer(bootstrap, group)
+    try:
+        return int(consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
+    finally:
+        consumer.close()
+
+
+def test_too_few_rows_waits_then_trains_and_commits(kafka_bootstrap: str, unique: str) -> None:
+    # Prepare: a silo with 50 rows (< min-rows 100), another silo with plenty of rows
+    silo, other = 5000 + int(unique[:3], 16), 6000 + int(unique[:3], 16)
+    spec = f"spec-{unique}"
+    ensure_topics(kafka_bootstrap, [silo, other])
+    topic = topics.silo_batches(silo)
+    produce_frames(
+        kafka_bootstrap, topic, str(silo), synthetic_frames(silo, spec, 50, frame_rows=50)
+    )
+    produce_frames(
+        kafka_bootstrap,
+        topics.silo_batches(other),
+        str(other),
+        synthetic_frames(other, spec, 1000),
+    )
+    cfg = FLConfig(min_rows=100, max_rows_per_round=1000, model_name=f"m-{unique}", hidden=(8,))
+    node = NodeSettings.from_node_config(
+        {"silo-id": silo, "topic": topic, "bootstrap": kafka_bootstrap}, cfg.model_name
+    )
+
+    # Execute: a round with too few rows
+    idle = parse_reply(handle_train(_train_message(cfg, spec), cfg, node))
+
+    # Assert: "no data", weight 0, nothing committed (the 50 rows wait)
+    assert idle.no_data and not idle.contributes
+    assert idle.evaluation.n_examples == 0
+    assert _committed(kafka_bootstrap, node.group, topic) < 0
+
+    # Execute: more rows arrive, next round trains on all of them
+    produce_frames(kafka_bootstrap, topic, str(silo), synthetic_frames(silo, spec, 450, seed=1))
+    busy = parse_reply(handle_train(_train_message(cfg, spec), cfg, node))
+
+    # Assert: 500 rows scored and trained, offsets committed past both frames, own topic only
+    assert not busy.no_data and busy.contributes
+    assert busy.evaluation.rows == 500 and busy.evaluation.histogram.count == 500
+    assert busy.moments.count == 500
+    assert busy.topic == topic
+    assert _committed(kafka_bootstrap, node.group, topic) == 2
+    assert _committed(kafka_bootstrap, node.group, topics.silo_batches(other)) < 0
+    assert np.isfinite(busy.evaluation.train_loss)
+
+    # Execute + Assert: nothing new -> no data again, commit unchanged
+    again = parse_reply(handle_train(_train_message(cfg, spec), cfg, node))
+    assert again.no_data
+    assert _committed(kafka_bootstrap, node.group, topic) == 2
+
+
+def test_frames_of_another_spec_are_skipped(kafka_bootstrap: str, unique: str) -> None:
+    # Prepare
+    silo = 7000 + int(unique[:3], 16)
+    ensure_topics(kafka_bootstrap, [silo])
+    topic = topics.silo_batches(silo)
+    produce_frames(kafka_bootstrap, topic, str(silo), synthetic_frames(silo, "old-spec", 200))
+    produce_frames(kafka_bootstrap, topic, str(silo), synthetic_frames(silo, f"s-{unique}", 300))
+    cfg = FLConfig(min_rows=10, model_name=f"m-{unique}", hidden=(8,))
+    node = NodeSettings.from_node_config(
+        {"silo-id": silo, "topic": topic, "bootstrap": kafka_bootstrap}, cfg.model_name
+    )
+
+    # Execute
+    reply = parse_reply(handle_train(_train_message(cfg, f"s-{unique}"), cfg, node))
+
+    # Assert: only the matching frames were used, the old one is skipped and committed past
+    assert reply.evaluation.rows == 300
+    assert reply.evaluation.extra is not None
+    assert reply.evaluation.extra["skipped_frames"] == 1
+    assert _committed(kafka_bootstrap, node.group, topic) == 2

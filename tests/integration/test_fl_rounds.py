@@ -1,0 +1,143 @@
+"""Federated rounds on the real broker and REAL Flower (1 SuperLink + 2 SuperNodes).
+
+Proves: increasing round numbers on fl.model.global; prequential global ROC AUC well above
+0.5 on learnable data; each client read only its own silo topic; replies carry no raw
+rows; a restarted ServerApp resumes from the published model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+import topics
+from app.fl import processes
+from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics, read_models, silo_group
+from app.fl.synthetic import synthetic_frames
+from app.kafka.clients import make_consumer
+from app.model.frame import decode_model
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+ROWS_PER_ROUND = 1000
+
+
+def _free_pair() -> int:
+    """A port p with p and p + 1 free (SuperNode ports are consecutive)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65000 and processes._port_free(port + 1):
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _wait_rounds(bootstrap: str, model: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    docs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        docs = read_metrics(bootstrap, model)
+        if len(docs) >= n:
+            return docs
+        time.sleep(2)
+    raise AssertionError(f"only {len(docs)} of {n} rounds published in {timeout_s:.0f} s")
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Path]:
+    """The data dir of a local Flower deployment that is torn down whatever happens."""
+    try:
+        yield tmp_path
+    finally:
+        processes.down(tmp_path)
+        for log in sorted((tmp_path / "fl" / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- {log.name}\n" + "\n".join(tail))
+
+
+def test_rounds_publish_learn_isolate_and_resume(
+    kafka_bootstrap: str, unique: str, deployment: Path
+) -> None:
+    # Prepare: two silos with learnable, shifted data for 3 rounds each
+    base = 100 + int(unique[:4], 16) % 800
+    silos = [base, base + 1]
+    spec, model = f"spec-{unique}", f"fl-test-{unique}"
+    ensure_topics(kafka_bootstrap, silos)
+    for silo in silos:
+        frames = synthetic_frames(silo, spec, 3 * ROWS_PER_ROUND, frame_rows=250)
+        produce_frames(kafka_bootstrap, topics.silo_batches(silo), str(silo), frames)
+    run_config = {
+        "num-rounds": 0,
+        "min-nodes": 2,
+        "max-rows-per-round": ROWS_PER_ROUND,
+        "min-rows": 100,
+        "local-epochs": 5,
+        "lr": 0.01,
+        "batch-size": 64,
+        "spec-version": spec,
+        "n-features": 8,
+        "hidden": "16,8",
+        "model-name": model,
+        "round-timeout": 60.0,
+        "idle-backoff-max": 2.0,
+    }
+
+    # Execute: deploy, let 3 rounds run continuously
+    dep = processes.up(
+        data_dir=deployment,
+        bootstrap=kafka_bootstrap,
+        silo_ids=silos,
+        superlink_port=free_port(),
+        supernode_base_port=_free_pair(),
+        run_config=run_config,
+    )
+    first = _wait_rounds(kafka_bootstrap, model, 3, timeout_s=120)
+
+    # Assert: increasing rounds, learning, isolation, no raw rows
+    assert [d["round"] for d in first[:3]] == [1, 2, 3]
+    assert first[2]["global"]["roc_auc"] > 0.75, first[2]["global"]
+    assert first[2]["global"]["roc_auc"] > first[0]["global"]["roc_auc"]
+    for doc in first[:3]:
+        assert sorted(doc["silos"]) == sorted(str(s) for s in silos)
+        for silo, entry in doc["silos"].items():
+            assert entry["topic"] == topics.silo_batches(int(silo))
+            assert entry["rows"] == ROWS_PER_ROUND
+            # a reply's size does not depend on the rows: far fewer values than one
+            # round's rows x features, and the same for every silo and round
+            assert entry["reply_values"] == first[0]["silos"][silo]["reply_values"]
+            assert entry["reply_values"] < ROWS_PER_ROUND * 8
+    for silo in silos:  # each silo's group committed on its own topic only
+        own, other = topics.silo_batches(silo), topics.silo_batches(silos[1 - silos.index(silo)])
+        consumer = make_consumer(kafka_bootstrap, silo_group(model, silo))
+        try:
+            got = consumer.committed([TopicPartition(own, 0), TopicPartition(other, 0)], timeout=10)
+        finally:
+            consumer.close()
+        assert got[0].offset == 3 * ROWS_PER_ROUND // 250
+        assert got[1].offset < 0
+    rounds = [decode_model(raw).meta.round for raw in read_models(kafka_bootstrap, model)]
+    assert rounds[:3] == [1, 2, 3]
+
+    # Execute: restart the ServerApp (stop the run, submit a new one), then new data arrives
+    processes.stop_run(dep, dep.run_ids[-1])
+    time.sleep(2)
+    restart_from = len(read_metrics(kafka_bootstrap, model))
+    dep.run_ids.append(processes.submit_run(dep, {**run_config, "bootstrap": kafka_bootstrap}))
+    for silo in silos:
+        frames = synthetic_frames(silo, spec, ROWS_PER_ROUND, frame_rows=250, seed=7)
+        produce_frames(kafka_bootstrap, topics.silo_batches(silo), str(silo), frames)
+    after = _wait_rounds(kafka_bootstrap, model, restart_from + 1, timeout_s=90)
+
+    # Assert: the new ServerApp continued the round numbers and the learned model
+    resumed = after[restart_from]
+    assert resumed["round"] == after[restart_from - 1]["round"] + 1
+    assert resumed["global"]["roc_auc"] > 0.75, resumed["global"]
+    models = [decode_model(raw).meta.round for raw in read_models(kafka_bootstrap, model)]
+    assert models == sorted(models) and len(set(models)) == len(models)
+    status = processes.status(deployment)
+    assert status is not None and all(status.processes.values())
