@@ -25,9 +25,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-kafka_app = typer.Typer(help="Run a local single-node Apache Kafka broker (KRaft).", no_args_is_help=True)
-topics_app = typer.Typer(help="The topic catalogue: show it and apply it to the broker.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks that print their figures (last line: one JSON object).", no_args_is_help=True)
+kafka_app = typer.Typer(
+    help="Run a local single-node Apache Kafka broker (KRaft).", no_args_is_help=True
+)
+topics_app = typer.Typer(
+    help="The topic catalogue: show it and apply it to the broker.", no_args_is_help=True
+)
+bench_app = typer.Typer(
+    help="Benchmarks that print their figures (last line: one JSON object).", no_args_is_help=True
+)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(bench_app, name="bench")
@@ -44,11 +50,15 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
 def _root(
     ctx: typer.Context,
     bootstrap: Annotated[
-        str | None, typer.Option(help="Kafka bootstrap servers \\[env FEDSTREAM_BOOTSTRAP_SERVERS].")
+        str | None,
+        typer.Option(help="Kafka bootstrap servers \\[env FEDSTREAM_BOOTSTRAP_SERVERS]."),
     ] = None,
-    silos: Annotated[int | None, typer.Option(help="Number of data silos \\[env FEDSTREAM_SILOS].")] = None,
+    silos: Annotated[
+        int | None, typer.Option(help="Number of data silos \\[env FEDSTREAM_SILOS].")
+    ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Where logs, state and reports go \\[env FEDSTREAM_DATA_DIR].")
+        Path | None,
+        typer.Option(help="Where logs, state and reports go \\[env FEDSTREAM_DATA_DIR]."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
@@ -70,7 +80,9 @@ def _fail(message: str) -> typer.Exit:
 
 
 # -- kafka ----------------------------------------------------------------------------------
-PortOpt = Annotated[int | None, typer.Option("--port", help="Client port \\[env FEDSTREAM_KAFKA_PORT].")]
+PortOpt = Annotated[
+    int | None, typer.Option("--port", help="Client port \\[env FEDSTREAM_KAFKA_PORT].")
+]
 
 
 def _broker(settings: Settings) -> Any:
@@ -159,7 +171,9 @@ def topics_apply(ctx: typer.Context) -> None:
 @topics_app.command("list")
 def topics_list(
     ctx: typer.Context,
-    offline: Annotated[bool, typer.Option(help="Show the catalogue without asking the broker.")] = False,
+    offline: Annotated[
+        bool, typer.Option(help="Show the catalogue without asking the broker.")
+    ] = False,
 ) -> None:
     """Show the catalogue and, per topic, what exists on the broker."""
     from topics import catalogue
@@ -172,7 +186,7 @@ def topics_list(
 
         try:
             states = describe_topics(make_admin(settings.bootstrap))
-        except Exception as exc:  # noqa: BLE001 - any client error means "no broker"
+        except Exception as exc:
             raise _fail(f"could not reach Kafka at {settings.bootstrap}: {exc}") from None
     table = Table(title=f"fedstream topics ({settings.bootstrap})")
     for column in ("topic", "partitions", "configs", "key", "value", "on broker"):
@@ -186,7 +200,11 @@ def topics_list(
         else:
             drift = {k for k, v in spec.configs.items() if state.configs.get(k) != v}
             ok = state.partitions == spec.partitions and not drift
-            where = "[green]ok[/]" if ok else f"[yellow]{state.partitions} partitions, drift {sorted(drift)}[/]"
+            where = (
+                "[green]ok[/]"
+                if ok
+                else f"[yellow]{state.partitions} partitions, drift {sorted(drift)}[/]"
+            )
         configs = ", ".join(f"{k}={v}" for k, v in spec.configs.items() if k != "retention.ms")
         table.add_row(spec.name, str(spec.partitions), configs, spec.key, spec.value, where)
     Console().print(table)

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import (
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
@@ -77,7 +77,9 @@ def apply_catalogue(admin: AdminClient, specs: list[TopicSpec]) -> ApplyReport:
     missing = [spec for spec in specs if spec.name not in states]
     if missing:
         new = [
-            NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=1, config=spec.configs)
+            NewTopic(
+                spec.name, num_partitions=spec.partitions, replication_factor=1, config=spec.configs
+            )
             for spec in missing
         ]
         for name, future in admin.create_topics(new, operation_timeout=_TIMEOUT).items():

@@ -8,6 +8,7 @@ Maven. Deployment uses the official ``apache/kafka`` image instead (docker/compo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
@@ -87,12 +89,13 @@ def wait_for_broker(bootstrap: str, timeout_s: float, alive: object = None) -> f
     ``alive`` is an optional callable returning False when the broker process died.
     """
     start = time.monotonic()
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": logger})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": logger}
+    admin = AdminClient(config)
     while True:
         try:
             admin.list_topics(timeout=1.0)
             return time.monotonic() - start
-        except Exception as exc:  # noqa: BLE001 - KafkaException until it is up
+        except Exception as exc:
             last = exc
         if callable(alive) and not alive():
             raise BrokerError("the broker process exited during start-up; see its log")
@@ -142,7 +145,9 @@ class LocalBroker:
         if not POM.exists():
             raise BrokerError(f"the broker pom {POM} is missing; run from a fedstream checkout")
         self.libs.mkdir(parents=True, exist_ok=True)
-        logger.info("resolving Apache Kafka %s jars from Maven Central into %s", self.version, self.libs)
+        logger.info(
+            "resolving Apache Kafka %s jars from Maven Central into %s", self.version, self.libs
+        )
         cmd = [
             mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
             "-DincludeScope=runtime", f"-Dkafka.version={self.version}",
@@ -189,7 +194,7 @@ class LocalBroker:
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [
-            "java", f"-Xms256m", f"-Xmx{self.heap}", *_JVM_FLAGS,
+            "java", "-Xms256m", f"-Xmx{self.heap}", *_JVM_FLAGS,
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.home}",
             "-cp", f"{self.libs}/*", main, *args,
@@ -270,10 +275,8 @@ class LocalBroker:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-            except ChildProcessError:
-                pass
             if not _pid_alive(pid):
                 break
             time.sleep(0.1)

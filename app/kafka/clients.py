@@ -40,7 +40,7 @@ def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(config)
 
 
-class delivery_errors:  # noqa: N801 - used like a function-style callback holder
+class delivery_errors:
     """Delivery callback that counts failures and remembers the first error."""
 
     def __init__(self) -> None:

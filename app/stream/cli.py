@@ -46,9 +46,13 @@ def register(app: typer.Typer, settings_from: Any) -> None:
             windows=WindowConfig(settings.short_window_s, settings.long_window_s, settings.hop_s)
         )
         handle = create_worker_app(settings, spec, store=store, worker_id=worker_id)
-        logger.info("worker %s: spec %s, %d features, silos %s, broker %s", worker_id,
-                    spec.version, spec.n_features, settings.silo_ids, settings.bootstrap)  # fmt: skip
-        Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+        logger.info(
+            "worker %s: spec %s, %d features, silos %s, broker %s",
+            worker_id, spec.version, spec.n_features, settings.silo_ids, settings.bootstrap,
+        )  # fmt: skip
+        Worker(
+            handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
 
     @app.command("tail")
     def tail(

@@ -9,7 +9,12 @@ __all__ = ["render_record"]
 
 
 def render_record(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, rows: int = 3
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    rows: int = 3,
 ) -> str:
     head = f"── {topic}[{partition}]@{offset} key={key.decode('utf-8', 'replace') if key else None}"
     if value is None:
@@ -20,10 +25,13 @@ def render_record(
         frame = decode_batch(value)
         meta = frame.meta
         with np.printoptions(precision=3, suppress=True, linewidth=160):
-            body = "\n".join(f"  {frame.X[i]} y={frame.y[i]:g}" for i in range(min(rows, meta.rows)))
+            body = "\n".join(
+                f"  {frame.X[i]} y={frame.y[i]:g}" for i in range(min(rows, meta.rows))
+            )
         return (
-            f"{head} batch frame: silo {meta.silo}, {meta.rows}x{meta.cols}, spec {meta.spec_version},"
-            f" model {meta.model_version}, ts {meta.ts_min:.0f}..{meta.ts_max:.0f}\n{body}"
+            f"{head} batch frame: silo {meta.silo}, {meta.rows}x{meta.cols},"
+            f" spec {meta.spec_version}, model {meta.model_version},"
+            f" ts {meta.ts_min:.0f}..{meta.ts_max:.0f}\n{body}"
         )
     if value[:4] == b"FSM1":
         from app.model.frame import decode_model

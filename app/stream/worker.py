@@ -52,7 +52,7 @@ class WorkerHandle:
         self.started = time.monotonic()
 
 
-class CommitSensor(Sensor):  # type: ignore[misc]
+class CommitSensor(Sensor):
     """Flush batches and write-behind state just before Faust commits offsets."""
 
     def __init__(self, handle: WorkerHandle, flush: Any) -> None:
@@ -127,9 +127,12 @@ def create_worker_app(
     def write_dirty() -> None:
         """Write changed profiles/states to their tables, in their partition's context."""
         profiles, states = processor.take_dirty()
-        for (table, topic), dirty in ((profiles_table, CUSTOMERS), profiles), (
-            (windows_table, TRANSACTIONS),
-            states,
+        for (table, topic), dirty in (
+            ((profiles_table, CUSTOMERS), profiles),
+            (
+                (windows_table, TRANSACTIONS),
+                states,
+            ),
         ):
             for partition, entries in dirty.items():
                 event = handle.last_event.get((topic, partition))
@@ -172,11 +175,11 @@ def create_worker_app(
             if joined is not None and joined.frames:
                 send_frames(joined.frames)
 
-    @app.timer(interval=0.2)
+    @app.timer(interval=0.2)  # type: ignore[untyped-decorator]
     async def flush_due_batches() -> None:
         send_frames(processor.flush_due(_now_ms()))
 
-    @app.timer(interval=10.0)
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_progress() -> None:
         c = processor.counters
         logger.info(
@@ -184,7 +187,7 @@ def create_worker_app(
             c.customers, c.transactions, c.invalid, c.frames, c.per_silo_rows,
         )  # fmt: skip
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         flush_everything()
         processor.forget()

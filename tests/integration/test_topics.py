@@ -61,14 +61,17 @@ def test_orjson_payload_round_trips_through_a_real_topic(kafka_bootstrap: str, u
     topic = f"test.roundtrip.{unique}"
     apply_catalogue(make_admin(kafka_bootstrap), [TopicSpec(topic, 2)])
     payloads = [
-        {"customer_id": f"c{i}", "amount": i * 1.25, "tags": ["a", "ü"], "n": None} for i in range(50)
+        {"customer_id": f"c{i}", "amount": i * 1.25, "tags": ["a", "ü"], "n": None}
+        for i in range(50)
     ]
     errors = delivery_errors()
     producer = make_producer(kafka_bootstrap)
 
     # Execute
     for payload in payloads:
-        producer.produce(topic, key=payload["customer_id"], value=orjson.dumps(payload), on_delivery=errors)
+        producer.produce(
+            topic, key=payload["customer_id"], value=orjson.dumps(payload), on_delivery=errors
+        )
     assert producer.flush(30) == 0
     consumer = make_consumer(kafka_bootstrap, f"test-{unique}")
     consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
