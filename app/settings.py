@@ -43,9 +43,9 @@ class Settings(BaseSettings):
     input_partitions: int = Field(4, ge=1, le=256, description="partitions of input topics")
     data_dir: Path = Field(default_factory=default_data_dir, description="logs, state, reports")
     cache_dir: Path = Field(default_factory=default_cache_dir, description="downloaded jars")
-    superlink_port: int = Field(9093 + 1000, ge=1, le=65535, description="Flower SuperLink port")
+    superlink_port: int = Field(9500, ge=1, le=65535, description="Flower SuperLink port")
     supernode_base_port: int = Field(
-        9200, ge=1, le=65535, description="first SuperNode API port (one per silo)"
+        9600, ge=1, le=65535, description="first SuperNode API port (one per silo)"
     )
     model_name: str = Field("fraud-mlp", description="key of the global model on fl.model.global")
     batch_rows: int = Field(512, ge=1, description="micro-batch size in rows")
