@@ -213,7 +213,9 @@ def up(
                 f"silo-id={silo} topic='{topics.silo_batches(silo)}' bootstrap='{bootstrap}'"
             )
             cmd = [
-                str(_BIN / "flower-supernode"),
+                sys.executable,  # Flower's SuperNode, with a shorter idle poll (see module)
+                "-m",
+                "app.fl.supernode",
                 "--insecure",
                 "--superlink",
                 f"127.0.0.1:{superlink_port}",
