@@ -220,8 +220,19 @@ def _register_optional() -> None:
     app.add_typer(fl_app, name="fl")
     app.command("baseline")(baseline_command)
     bench_app.command("fl")(bench_fl_command)
+    from bench.stream import bench_stream_command
+
+    bench_app.command("stream")(bench_stream_command)
 
     register_stream(app, settings_from)
+
+    from app.stream.chat_cli import ask_command
+
+    app.command("ask")(ask_command)
+
+    from app.demo.cli import demo_command
+
+    app.command("demo")(demo_command)
 
 
 def main() -> None:

@@ -25,6 +25,10 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "fedstream"
 
 
+def _names(csv: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in csv.split(",") if name.strip())
+
+
 class Settings(BaseSettings):
     """All knobs of a fedstream deployment; ``FEDSTREAM_<NAME>`` overrides each."""
 
@@ -53,6 +57,17 @@ class Settings(BaseSettings):
     short_window_s: int = Field(3600, ge=60, description="tumbling window size, seconds")
     long_window_s: int = Field(86400, ge=60, description="hopping window size, seconds")
     hop_s: int = Field(3600, ge=60, description="hopping window step, seconds")
+    namespace: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="prefix of every topic and of the worker group (isolated runs on one broker)",
+    )
+    txn_attrs: str = Field(
+        "", description="comma-separated Transaction.attrs that become txn.<name> features"
+    )
+    profile_attrs: str = Field(
+        "", description="comma-separated Customer.attrs that become profile.<name> features"
+    )
 
     @field_validator("data_dir", "cache_dir")
     @classmethod
@@ -62,6 +77,14 @@ class Settings(BaseSettings):
     @property
     def silo_ids(self) -> tuple[int, ...]:
         return tuple(range(self.silos))
+
+    @property
+    def txn_attr_names(self) -> tuple[str, ...]:
+        return _names(self.txn_attrs)
+
+    @property
+    def profile_attr_names(self) -> tuple[str, ...]:
+        return _names(self.profile_attrs)
 
     @property
     def controller_port(self) -> int:

@@ -15,6 +15,7 @@ from topics.catalogue import (
     TopicSpec,
     catalogue,
     dlq,
+    namespaced,
     silo_batches,
     silo_of_topic,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "TopicSpec",
     "catalogue",
     "dlq",
+    "namespaced",
     "silo_batches",
     "silo_of_topic",
 ]

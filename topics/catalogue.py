@@ -9,7 +9,7 @@ same customers.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "TopicSpec",
     "catalogue",
     "dlq",
+    "namespaced",
     "silo_batches",
     "silo_of_topic",
 ]
@@ -48,6 +49,15 @@ _DLQ_PREFIX = "dlq."
 _SILO_RE = re.compile(r"^silo\.(\d+)\.batches$")
 
 DAY_MS = 24 * 3600 * 1000
+
+
+def namespaced(name: str, namespace: str = "") -> str:
+    """``name`` in a namespace: ``<namespace>.<name>``, or ``name`` itself when it is empty.
+
+    A namespace gives a whole deployment (every topic, the worker group and so its table
+    changelogs) its own names on a shared broker, e.g. one per test or benchmark run.
+    """
+    return f"{namespace}.{name}" if namespace else name
 
 
 def silo_batches(silo_id: int) -> str:
@@ -91,8 +101,13 @@ class TopicSpec:
         return "compact" in self.configs.get("cleanup.policy", "")
 
 
-def catalogue(silo_ids: list[int] | tuple[int, ...], input_partitions: int = 4) -> list[TopicSpec]:
-    """Every topic of a deployment with the given silos, in creation order."""
+def catalogue(
+    silo_ids: list[int] | tuple[int, ...], input_partitions: int = 4, namespace: str = ""
+) -> list[TopicSpec]:
+    """Every topic of a deployment with the given silos, in creation order.
+
+    With a ``namespace`` every name is :func:`namespaced` (the default is the plain names).
+    """
     inputs = [
         TopicSpec(
             CUSTOMERS,
@@ -179,4 +194,7 @@ def catalogue(silo_ids: list[int] | tuple[int, ...], input_partitions: int = 4) 
             description="answers to chatbot.requests, matched by request_id",
         ),
     ]
-    return inputs + dead_letters + silos + outputs
+    specs = inputs + dead_letters + silos + outputs
+    if namespace:
+        specs = [replace(spec, name=namespaced(spec.name, namespace)) for spec in specs]
+    return specs

@@ -29,6 +29,10 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         batch_rows: Annotated[int | None, typer.Option(help="Rows per micro-batch.")] = None,
         batch_ms: Annotated[int | None, typer.Option(help="Max age of a micro-batch, ms.")] = None,
         loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warn",
+        uci: Annotated[
+            bool,
+            typer.Option(help="Add the UCI credit-card attrs as txn./profile. features."),
+        ] = False,
     ) -> None:
         """Run a stream worker: validate, join in windows, vectorise, emit per-silo batches.
 
@@ -42,13 +46,21 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         from app.stream.worker import create_worker_app
 
         settings = settings_from(ctx, batch_rows=batch_rows, batch_ms=batch_ms)
+        txn_attrs, profile_attrs = settings.txn_attr_names, settings.profile_attr_names
+        if uci:
+            from app.produce.uci import UCI_PROFILE_ATTRS, UCI_TXN_ATTRS
+
+            txn_attrs, profile_attrs = UCI_TXN_ATTRS, UCI_PROFILE_ATTRS
         spec = FeatureSpec(
-            windows=WindowConfig(settings.short_window_s, settings.long_window_s, settings.hop_s)
+            windows=WindowConfig(settings.short_window_s, settings.long_window_s, settings.hop_s),
+            txn_attrs=txn_attrs,
+            profile_attrs=profile_attrs,
         )
         handle = create_worker_app(settings, spec, store=store, worker_id=worker_id)
         logger.info(
-            "worker %s: spec %s, %d features, silos %s, broker %s",
+            "worker %s: spec %s, %d features, silos %s, broker %s, namespace %r",
             worker_id, spec.version, spec.n_features, settings.silo_ids, settings.bootstrap,
+            settings.namespace,
         )  # fmt: skip
         Worker(
             handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False

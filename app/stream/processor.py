@@ -114,6 +114,8 @@ class Joined:
     profile_missing: bool
     score: float | None
     frames: list[tuple[int, bytes]]
+    row: np.ndarray | None = None
+    """The feature row: a view into the batch buffer, valid until the next transaction."""
 
 
 class StreamProcessor:
@@ -208,7 +210,19 @@ class StreamProcessor:
             counters.unknown_profile += 1
         frames = [(silo, frame)] if frame is not None else []
         self._count(frames)
-        return Joined(txn, silo, result.window, profile is None, score, frames)
+        return Joined(txn, silo, result.window, profile is None, score, frames, result.row)
+
+    def set_model(
+        self, scorer: Scorer | None, version: str | None, round_: int | None, now_ms: int
+    ) -> list[tuple[int, bytes]]:
+        """Score the next rows with ``scorer`` (model ``version`` of round ``round_``).
+
+        Returns the frames of rows scored by the previous model (the caller sends them).
+        """
+        frames = self.batchers.set_model(version, round_, now_ms)
+        self.scorer = scorer
+        self._count(frames)
+        return frames
 
     def _count(self, frames: list[tuple[int, bytes]]) -> None:
         self.counters.frames += len(frames)

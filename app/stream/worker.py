@@ -24,22 +24,51 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.exceptions import PartitionsMismatch
 from faust.sensors import Sensor
 from faust.streams import _current_event
 
 from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord
 from app.settings import Settings
+from app.stream.loop_agents import attach_loop
 from app.stream.processor import StreamProcessor, dead_letter
-from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, silo_batches
+from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, namespaced, silo_batches
 
 __all__ = ["WorkerHandle", "create_worker_app"]
 
 logger = logging.getLogger(__name__)
 
 
+SESSION_TIMEOUT_S = 10.0
+"""Consumer group session timeout of a worker (heartbeats every 3 s)."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _trust_new_changelog(app: faust.App, table: Any, source_topic: str) -> str | None:
+    """Let a table write pass while its changelog's metadata is not in yet.
+
+    Faust checks on a table's first write that the source topic and the changelog have the
+    same partition count, reading the consumer's metadata snapshot. Right after the worker
+    created the changelog topic that snapshot can say 0 partitions, and the check raised
+    PartitionsMismatch at the first commit, which crashed a fresh worker. The changelog was
+    declared with ``table.partitions``; while the broker's answer is unknown, compare with
+    that instead and skip Faust's check for this write only (it runs on a later one).
+    Returns the topic to remove from the verified set afterwards, or None.
+    """
+    verified = table._verified_source_topics_for_partitions
+    if source_topic in verified or app.consumer.topic_partitions(table.changelog_topic_name):
+        return None
+    source_n = app.consumer.topic_partitions(source_topic)
+    if source_n and table.partitions and source_n != table.partitions:
+        raise PartitionsMismatch(
+            f"{source_topic} has {source_n} partitions, table {table.name} {table.partitions}"
+        )
+    verified.add(source_topic)
+    return source_topic
 
 
 class WorkerHandle:
@@ -50,6 +79,7 @@ class WorkerHandle:
         self.processor = processor
         self.last_event: dict[tuple[str, int], Any] = {}
         self.started = time.monotonic()
+        self.loop: Any = None  # app.stream.loop.StreamLoop, set by create_worker_app
 
 
 class CommitSensor(Sensor):
@@ -69,12 +99,14 @@ def create_worker_app(
     spec: FeatureSpec,
     store: str = "rocksdb://",
     worker_id: str = "0",
+    follow_models: bool = True,
 ) -> WorkerHandle:
     """Build the Faust app of a stream worker (``fedstream worker`` runs it)."""
     data_dir = Path(settings.data_dir) / "worker" / worker_id
     data_dir.mkdir(parents=True, exist_ok=True)
+    ns = settings.namespace
     app = faust.App(
-        WORKER_APP_ID,
+        namespaced(WORKER_APP_ID, ns),
         broker=f"kafka://{settings.bootstrap}",
         store=store,
         datadir=str(data_dir),
@@ -89,6 +121,9 @@ def create_worker_app(
         producer_max_request_size=16 * 1024 * 1024,
         stream_buffer_maxsize=65536,
         consumer_auto_offset_reset="earliest",
+        # A killed worker's partitions move on after this long (Faust's default is 60 s;
+        # a restarted worker waited that long for its own old group member to expire).
+        broker_session_timeout=SESSION_TIMEOUT_S,
     )
     profiles_table = app.Table("profiles", default=None, key_type=bytes, value_type=bytes,
                                partitions=settings.input_partitions)  # fmt: skip
@@ -107,10 +142,17 @@ def create_worker_app(
         load_profile=load(profiles_table), load_state=load(windows_table),
     )  # fmt: skip
     handle = WorkerHandle(app, processor)
-    customers = app.topic(CUSTOMERS, key_serializer="raw", value_serializer="raw")
-    transactions = app.topic(TRANSACTIONS, key_serializer="raw", value_serializer="raw")
-    silo_topics = {s: app.topic(silo_batches(s), value_serializer="raw") for s in settings.silo_ids}
-    dlq_topics = {t: app.topic(dlq(t), key_serializer="raw", value_serializer="raw")
+    # model follower, features.enriched, chatbot agent (app.stream.loop)
+    loop = handle.loop = attach_loop(app, settings, spec, processor, follow_models)
+    customers = app.topic(namespaced(CUSTOMERS, ns), key_serializer="raw", value_serializer="raw")
+    transactions = app.topic(
+        namespaced(TRANSACTIONS, ns), key_serializer="raw", value_serializer="raw"
+    )
+    silo_topics = {s: app.topic(namespaced(silo_batches(s), ns), value_serializer="raw")
+                   for s in settings.silo_ids}  # fmt: skip
+    # keyed by the input topic's name as the messages carry it (namespaced)
+    dlq_topics = {namespaced(t, ns): app.topic(namespaced(dlq(t), ns), key_serializer="raw",
+                                               value_serializer="raw")
                   for t in (CUSTOMERS, TRANSACTIONS)}  # fmt: skip
 
     def send_frames(frames: list[tuple[int, bytes]]) -> None:
@@ -140,14 +182,18 @@ def create_worker_app(
                     continue
                 # Faust derives a table write's changelog partition from the current event.
                 token = _current_event.set(weakref.ref(event))
+                trusted = _trust_new_changelog(app, table, event.message.topic)
                 try:
                     for cid, value in entries.items():
                         table[cid.encode()] = value
                 finally:
                     _current_event.reset(token)
+                    if trusted:
+                        table._verified_source_topics_for_partitions.discard(trusted)  # type: ignore[attr-defined]
 
     def flush_everything() -> None:
         send_frames(processor.flush_all(_now_ms()))
+        loop.flush()
         write_dirty()
 
     app.sensors.add(CommitSensor(handle, flush_everything))
@@ -166,14 +212,20 @@ def create_worker_app(
         async for event in stream.events():
             msg = event.message
             handle.last_event[(TRANSACTIONS, msg.partition)] = event
+            swapped = loop.sync_model(_now_ms())  # a new global model: swap between events
+            if swapped:
+                send_frames(swapped)
             try:
                 joined = processor.on_transaction(event.value, event.key, msg.partition,
                                                   msg.offset, _now_ms())  # fmt: skip
             except InvalidRecord as exc:
                 send_dead_letter(event, exc.reason)
                 continue
-            if joined is not None and joined.frames:
+            if joined is None:
+                continue
+            if joined.frames:
                 send_frames(joined.frames)
+            loop.on_joined(joined, msg.timestamp and int(msg.timestamp * 1000))
 
     @app.timer(interval=0.2)  # type: ignore[untyped-decorator]
     async def flush_due_batches() -> None:

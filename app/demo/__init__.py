@@ -1,0 +1,1 @@
+"""`fedstream demo`: the whole loop on one machine, with a live view and a report."""

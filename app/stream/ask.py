@@ -1,0 +1,130 @@
+"""A chatbot client over Kafka: send ``chatbot.requests``, match ``chatbot.responses``.
+
+Used by ``fedstream ask``, the demo and ``fedstream bench chat``. The client reads the
+response topic without a consumer group: it assigns every partition at its current end
+*before* sending, so it sees every reply to its own requests and nothing older.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import TopicPartition
+
+from app.features.records import ChatRequest
+from app.kafka.clients import make_consumer, make_producer
+from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, namespaced
+
+__all__ = ["ChatClient", "Reply"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer and its round-trip latency."""
+
+    request_id: str
+    doc: dict[str, Any]
+    latency_s: float
+
+
+class ChatClient:
+    """Send questions about customers and collect the answers (a context manager).
+
+    Parameters
+    ----------
+    bootstrap : str
+        Kafka bootstrap servers.
+    namespace : str
+        Topic namespace of the deployment.
+    """
+
+    def __init__(self, bootstrap: str, namespace: str = "") -> None:
+        self.requests_topic = namespaced(CHATBOT_REQUESTS, namespace)
+        self.responses_topic = namespaced(CHATBOT_RESPONSES, namespace)
+        self._producer = make_producer(
+            bootstrap, **{"linger.ms": 0, "compression.type": "none", "enable.idempotence": False}
+        )
+        self._consumer = make_consumer(
+            bootstrap, f"fedstream-ask-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 5}
+        )
+        self._pending: dict[str, float] = {}
+        self._assign()
+
+    def _assign(self) -> None:
+        topic = self.responses_topic
+        meta = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise RuntimeError(f"topic {topic} does not exist; run `fedstream topics apply`")
+        parts = []
+        for p in sorted(meta.partitions):
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            parts.append(TopicPartition(topic, p, high))
+        self._consumer.assign(parts)
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._producer.flush(5)
+        self._consumer.close()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def send(self, customer_id: str, question: str | None = None, intent: str | None = None) -> str:
+        """Send one request (keyed by customer_id); returns its request id."""
+        request_id = uuid.uuid4().hex
+        now = time.time()
+        request = ChatRequest(request_id, customer_id, question, intent, sent_ts=now)
+        self._pending[request_id] = time.perf_counter()
+        self._producer.produce(
+            self.requests_topic, value=orjson.dumps(request.to_dict()), key=customer_id
+        )
+        self._producer.poll(0)
+        return request_id
+
+    def receive(self, timeout_s: float = 0.1) -> list[Reply]:
+        """Replies to this client's requests that arrived within ``timeout_s``."""
+        out: list[Reply] = []
+        # consume(n, t) waits for n messages or t seconds: poll for the first, then drain.
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return out
+        for msg in [first, *self._consumer.consume(num_messages=1000, timeout=0)]:
+            if msg.error() is not None:
+                continue
+            now = time.perf_counter()
+            try:
+                doc = orjson.loads(msg.value() or b"")
+            except orjson.JSONDecodeError:
+                continue
+            rid = doc.get("request_id") if isinstance(doc, dict) else None
+            sent = self._pending.pop(rid, None) if isinstance(rid, str) else None
+            if sent is not None:
+                out.append(Reply(str(rid), doc, now - sent))
+        return out
+
+    def ask(
+        self, customer_id: str, question: str | None = None, timeout_s: float = 10.0
+    ) -> Reply | None:
+        """One round trip; None when no answer came within ``timeout_s``."""
+        rid = self.send(customer_id, question)
+        self._producer.flush(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for reply in self.receive(min(0.2, max(0.0, deadline - time.monotonic()))):
+                if reply.request_id == rid:
+                    return reply
+        self._pending.pop(rid, None)
+        return None

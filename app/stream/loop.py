@@ -1,0 +1,284 @@
+"""Closing the loop in the worker: model swaps, ``features.enriched`` and the chatbot agent.
+
+:class:`StreamLoop` is plain Python called by the Faust agents of
+:mod:`app.stream.worker` (and by tests without Faust):
+
+- :meth:`StreamLoop.sync_model` runs before each transaction: when the
+  :class:`~app.stream.model_follower.ModelFollower` has a newer model it is installed in
+  the :class:`~app.stream.processor.StreamProcessor` (the batches scored by the old model
+  are flushed first, see ``SiloBatchers.set_model``).
+- :meth:`StreamLoop.on_joined` publishes each joined transaction to ``features.enriched``
+  (transaction, silo, key aggregates, score, model round/version) and remembers the
+  customer's latest row so that the chatbot can re-score and explain it with the newest
+  model.
+- :meth:`StreamLoop.on_chat_request` answers ``chatbot.requests``; malformed requests go
+  to the dead-letter topic and, when their id is readable, get an error reply.
+
+Outputs go through an :class:`Outbox` of two confluent-kafka producers (C-level batching;
+Faust's ``send_soon`` costs far more per record): a batching one for enriched records and
+a low-latency one for replies. The worker flushes the outbox right before every offset
+commit, like the silo frames, so a committed offset means its enriched record and reply
+were delivered (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.features.spec import FeatureSpec
+from app.features.validation import InvalidRecord, check_key, parse_chat_request
+from app.features.vectorize import aggregates_dict
+from app.features.windows import activity_summary
+from app.kafka.clients import delivery_errors, make_producer
+from app.stream.chatbot import RiskFacts, build_reply, error_reply, unknown_customer_reply
+from app.stream.model_follower import LiveModel, ModelFollower
+from app.stream.processor import Joined, StreamProcessor, dead_letter
+from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, FEATURES_ENRICHED, dlq, namespaced
+
+__all__ = ["LatestTxn", "LoopCounters", "Outbox", "StreamLoop"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_REMEMBERED = 200_000
+
+
+class Outbox:
+    """Two producers: ``bulk`` (enriched, 10 ms linger) and ``fast`` (replies, no linger)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bulk = make_producer(bootstrap, **{"linger.ms": 10})
+        self.fast = make_producer(bootstrap, **{"linger.ms": 0, "compression.type": "none"})
+        self.errors = delivery_errors()
+
+    @staticmethod
+    def _send(producer: Any, topic: str, key: bytes | None, value: bytes, cb: Any) -> None:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=cb)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def send_bulk(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._send(self.bulk, topic, key, value, self.errors)
+
+    def send_fast(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._send(self.fast, topic, key, value, self.errors)
+        self.fast.poll(0)
+
+    def poll(self) -> None:
+        self.bulk.poll(0)
+        self.fast.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for every queued record; returns how many are still queued."""
+        return int(self.bulk.flush(timeout_s)) + int(self.fast.flush(timeout_s))
+
+
+@dataclass(slots=True)
+class LatestTxn:
+    """A customer's latest transaction as the stream saw it."""
+
+    txn_id: str
+    ts: float
+    row: np.ndarray
+    score: float | None
+    model_version: str | None
+    silo: int
+
+
+@dataclass(slots=True)
+class LoopCounters:
+    enriched: int = 0
+    replies: int = 0
+    chat_invalid: int = 0
+    model_swaps: int = 0
+
+
+class StreamLoop:
+    """See the module docstring.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+        The worker's feature layout (window sizes for the activity summary).
+    processor : StreamProcessor
+        The worker's processor (profiles, window states, batchers).
+    outbox : Outbox or None
+        Where records go; None collects them in :attr:`sent` (tests).
+    follower : ModelFollower or None
+        Source of global models; None = unscored.
+    namespace : str
+        Topic namespace of the deployment.
+    """
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        processor: StreamProcessor,
+        outbox: Outbox | None,
+        follower: ModelFollower | None,
+        namespace: str = "",
+    ) -> None:
+        self.spec = spec
+        self.columns = spec.columns
+        self.processor = processor
+        self.outbox = outbox
+        self.follower = follower
+        self.model: LiveModel | None = None
+        self.enriched_topic = namespaced(FEATURES_ENRICHED, namespace)
+        self.responses_topic = namespaced(CHATBOT_RESPONSES, namespace)
+        self.dlq_topic = namespaced(dlq(CHATBOT_REQUESTS), namespace)
+        self.latest: OrderedDict[str, LatestTxn] = OrderedDict()
+        self.watermark_ts = 0.0
+        self.counters = LoopCounters()
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+
+    # -- model --------------------------------------------------------------------------
+    def sync_model(self, now_ms: int) -> list[tuple[int, bytes]]:
+        """Install the follower's newest model; returns frames of the old model to send."""
+        live = self.follower.latest if self.follower is not None else None
+        if live is self.model or live is None:
+            return []
+        return self.install(live, now_ms)
+
+    def install(self, live: LiveModel, now_ms: int) -> list[tuple[int, bytes]]:
+        self.model = live
+        self.counters.model_swaps += 1
+        logger.info("scoring with model %s (round %d)", live.version, live.round)
+        return self.processor.set_model(live.mlp.score, live.version, live.round, now_ms)
+
+    # -- enrichment ---------------------------------------------------------------------
+    def _send(self, topic: str, key: bytes | None, value: bytes, fast: bool = False) -> None:
+        if self.outbox is None:
+            self.sent.append((topic, key, value))
+        elif fast:
+            self.outbox.send_fast(topic, key, value)
+        else:
+            self.outbox.send_bulk(topic, key, value)
+
+    def on_joined(self, joined: Joined, source_ms: int | None = None) -> None:
+        """Publish the enriched record of a joined transaction; remember its row."""
+        txn = joined.txn
+        model = self.model
+        version = None if model is None or joined.score is None else model.version
+        doc = {
+            "txn_id": txn.txn_id,
+            "customer_id": txn.customer_id,
+            "ts": txn.ts,
+            "amount": txn.amount,
+            "silo": joined.silo,
+            "profile_missing": joined.profile_missing,
+            "aggregates": aggregates_dict(joined.window),
+            "score": joined.score,
+            "model_round": None if version is None or model is None else model.round,
+            "model_version": version,
+            "source_ms": source_ms,
+            "enriched_ms": int(time.time() * 1000),
+        }
+        self._send(self.enriched_topic, txn.customer_id.encode(), orjson.dumps(doc))
+        self.counters.enriched += 1
+        if txn.ts > self.watermark_ts:
+            self.watermark_ts = txn.ts
+        if joined.row is not None:
+            latest = self.latest
+            latest[txn.customer_id] = LatestTxn(
+                txn.txn_id, txn.ts, joined.row.copy(), joined.score, version, joined.silo
+            )
+            latest.move_to_end(txn.customer_id)
+            if len(latest) > _MAX_REMEMBERED:
+                latest.popitem(last=False)
+
+    # -- chatbot ------------------------------------------------------------------------
+    def on_chat_request(
+        self, raw: bytes, key: bytes | None, topic: str, partition: int, offset: int
+    ) -> dict[str, Any] | None:
+        """Answer one raw request; returns the reply sent (None when none could be sent)."""
+        try:
+            request = parse_chat_request(raw)
+            check_key(key, request.customer_id)
+        except InvalidRecord as exc:
+            self.counters.chat_invalid += 1
+            letter = dead_letter(exc.reason, topic, partition, offset, key, raw)
+            self._send(self.dlq_topic, key, letter)
+            request_id = exc.request_id
+            if request_id is None:
+                try:  # the key check failed after a successful parse
+                    request_id = parse_chat_request(raw).request_id
+                except InvalidRecord:
+                    return None
+            reply = error_reply(request_id, exc.reason)
+            self._send(self._reply_topic(raw), request_id.encode(), orjson.dumps(reply), True)
+            return reply
+        reply = self.answer(request)
+        topic_out = request.reply_topic or self.responses_topic
+        self._send(topic_out, request.request_id.encode(), orjson.dumps(reply), fast=True)
+        self.counters.replies += 1
+        return reply
+
+    def _reply_topic(self, raw: bytes) -> str:
+        try:
+            topic = orjson.loads(raw).get("reply_topic")
+        except (orjson.JSONDecodeError, AttributeError):
+            return self.responses_topic
+        try:  # only a legal topic name, as the parser checks it
+            if isinstance(topic, str) and topic:
+                parse_chat_request(orjson.dumps({"request_id": "x", "customer_id": "x",
+                                                 "reply_topic": topic}))  # fmt: skip
+                return topic
+        except InvalidRecord:
+            pass
+        return self.responses_topic
+
+    def answer(self, request: Any) -> dict[str, Any]:
+        """The reply document for a parsed :class:`ChatRequest`."""
+        cid = request.customer_id
+        processor = self.processor
+        profile = processor.profile(cid)
+        state = processor.window_state(cid)
+        latest = self.latest.get(cid)
+        if profile is None and state.windows.count == 0 and latest is None:
+            return unknown_customer_reply(request)
+        as_of = self.watermark_ts or state.windows.last_ts or time.time()
+        activity = activity_summary(state.windows, as_of, self.spec.windows)
+        model = self.model
+        if model is not None and latest is not None:
+            risk = RiskFacts(
+                score=model.mlp.score(latest.row),
+                top_features=model.mlp.explain(latest.row, self.columns, 5),
+                model_round=model.round,
+                model_version=model.version,
+                txn_id=latest.txn_id,
+                txn_ts=latest.ts,
+                event_score=latest.score,
+                event_model_version=latest.model_version,
+            )
+        else:
+            risk = RiskFacts(
+                score=None,
+                model_round=None if model is None else model.round,
+                model_version=None if model is None else model.version,
+                txn_id=None if latest is None else latest.txn_id,
+                txn_ts=None if latest is None else latest.ts,
+            )
+        silo = latest.silo if latest is not None else (profile.silo if profile else None)
+        return build_reply(request, profile=profile, silo=silo, activity=activity, risk=risk)
+
+    # -- delivery -----------------------------------------------------------------------
+    def poll(self) -> None:
+        if self.outbox is not None:
+            self.outbox.poll()
+
+    def flush(self) -> None:
+        """Deliver everything queued (called right before Faust commits offsets)."""
+        if self.outbox is not None:
+            left = self.outbox.flush()
+            if left:
+                logger.error("%d enriched/reply records not delivered before commit", left)

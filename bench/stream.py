@@ -1,0 +1,317 @@
+"""``fedstream bench stream``: events/s through one stream worker versus a plain passthrough.
+
+Phases, all in a fresh topic namespace on the configured broker (a temporary local broker
+is started when none answers):
+
+1. **Backlog.** ``events`` synthetic events are produced first; then ONE ``fedstream
+   worker`` subprocess drains them. Sustained rate = rows of every frame but the first
+   one / (created_ms of the last frame - created_ms of the first frame): from the moment
+   the first batch is out (the worker is up, recovered and consuming) to the last batch
+   produced, read from the frames' own metadata.
+2. **Ceiling.** A plain confluent-kafka loop (consume in batches of 1,000, produce each
+   record to another topic, flush) over the same input: first record consumed to last
+   record delivered.
+3. **Latency.** With the worker running idle, ``latency_events`` more events are produced
+   at half the measured worker rate. Latency of a row = Kafka timestamp of its frame
+   record (set when the worker hands the frame to its producer) minus the producer-side
+   send time of its event, matched by event time ``ts`` (a few synthetic events share a
+   ``ts`` to the millisecond; the last one sent wins, which can only shorten a latency by
+   the time between them). Includes micro-batching (``--batch-ms``).
+
+With ``--profile`` the worker runs under py-spy (``py-spy record --format raw``) during
+the backlog phase and the functions with the most samples are printed.
+
+The last output line is one JSON object with all figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["bench_stream_command", "run_bench"]
+
+logger = logging.getLogger(__name__)
+
+TARGETS = {"worker_events_per_s": 50_000.0, "ratio": 0.5}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _py_spy() -> str:
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy") or "py-spy"
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {f"p{q}": round(float(np.percentile(arr, q)), 1) for q in (50, 90, 99)} | {
+        "max": round(float(arr.max()), 1)
+    }
+
+
+def _encoded(events: Any, ns: str) -> list[tuple[str, bytes, bytes, float]]:
+    import orjson
+
+    from topics import CUSTOMERS, TRANSACTIONS, namespaced
+
+    topic = {"customer": namespaced(CUSTOMERS, ns), "transaction": namespaced(TRANSACTIONS, ns)}
+    return [(topic[k], key.encode(), orjson.dumps(v), float(v["ts"])) for k, key, v in events]
+
+
+def _frames(bootstrap: str, ns: str, silos: int) -> list[tuple[int, int, int, Any]]:
+    """``(created_ms, kafka_ts_ms, rows, ts array)`` of every frame of every silo."""
+    from app.features.frames import decode_batch
+    from app.stream.harness import read_topic
+    from topics import namespaced, silo_batches
+
+    out = []
+    for silo in range(silos):
+        for rec in read_topic(bootstrap, namespaced(silo_batches(silo), ns)):
+            frame = decode_batch(rec.value)
+            out.append((frame.meta.created_ms, rec.timestamp_ms, frame.meta.rows, frame.ts))
+    return sorted(out, key=lambda f: f[0])
+
+
+def passthrough(bootstrap: str, ns: str, n: int) -> dict[str, float]:
+    """Consume the ``n`` input records and produce each one again; the Python ceiling."""
+    from app.kafka.clients import delivery_errors, make_consumer, make_producer
+    from app.stream.harness import create_topics
+    from topics import CUSTOMERS, TRANSACTIONS, namespaced, silo_batches
+
+    out_ns = f"{ns}-pt"
+    create_topics(bootstrap, [0], 4, out_ns)
+    out_topic = namespaced(silo_batches(0), out_ns)
+    consumer = make_consumer(bootstrap, f"{ns}-passthrough", **{"fetch.min.bytes": 1})
+    consumer.subscribe([namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)])
+    producer = make_producer(bootstrap, **{"enable.idempotence": False})
+    errors = delivery_errors()
+    seen = 0
+    first = 0.0
+    produce = producer.produce
+    while seen < n:
+        batch = consumer.consume(1000, 1.0)
+        if not batch:
+            continue
+        if not first:
+            first = time.perf_counter()
+        for msg in batch:
+            if msg.error():
+                continue
+            while True:
+                try:
+                    produce(out_topic, msg.value(), msg.key(), on_delivery=errors)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            seen += 1
+        producer.poll(0)
+    producer.flush(60)
+    seconds = time.perf_counter() - first
+    consumer.close()
+    return {"events": seen, "seconds": round(seconds, 3), "events_per_s": round(seen / seconds)}
+
+
+def _profile_summary(raw: Path, top: int = 15) -> list[tuple[str, float]]:
+    """Share of samples per function (inclusive) from py-spy's collapsed stacks."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].split("/")[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]  # fmt: skip
+        for f in set(frames):
+            inclusive[f] += n
+        leaf[frames[-1]] += n
+    print(f"py-spy: {total} samples; leaf (self) share:")
+    for f, n in leaf.most_common(top):
+        print(f"  {100 * n / total:5.1f}%  {f}")
+    print("inclusive share:")
+    for f, n in inclusive.most_common(top * 2):
+        print(f"  {100 * n / total:5.1f}%  {f}")
+    return [(f, round(100 * n / total, 1)) for f, n in leaf.most_common(top)]
+
+
+def run_bench(
+    bootstrap: str,
+    events: int,
+    customers: int,
+    silos: int,
+    batch_rows: int,
+    batch_ms: int,
+    latency_events: int,
+    profile: bool,
+    work_dir: Path,
+) -> dict[str, Any]:
+    from app.produce import SyntheticBank
+    from app.stream.harness import (
+        WorkerProcess,
+        create_topics,
+        produce_records,
+        wait_committed,
+        worker_group,
+    )
+    from topics import CUSTOMERS, TRANSACTIONS, namespaced
+
+    ns = f"bench{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, list(range(silos)), 4, ns)
+    inputs = [namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)]
+    bank = SyntheticBank(customers=customers, silos=silos, seed=1)
+    t = time.perf_counter()
+    all_events = _encoded(bank.events(n_events=events + latency_events), ns)
+    backlog, later = all_events[:events], all_events[events:]
+    print(f"generated {len(all_events):,} events in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    produce_records(bootstrap, ((tp, k, v) for tp, k, v, _ts in backlog))
+    print(f"produced the backlog of {events:,} events in {time.perf_counter() - t:.1f} s")
+    n_txn = sum(1 for tp, *_ in backlog if tp == inputs[1])
+
+    # 1. backlog through one worker
+    args = ["--batch-rows", str(batch_rows), "--batch-ms", str(batch_ms)]
+    worker = WorkerProcess(bootstrap, ns, work_dir, silos, "bench", args).start()
+    spy: subprocess.Popen[bytes] | None = None
+    raw_profile = work_dir / "worker.pyspy.txt"
+    try:
+        if profile:
+            time.sleep(4.0)  # past the imports, into consuming
+            spy = subprocess.Popen(
+                [_py_spy(), "record", "--format", "raw",
+                 "-r", "200", "-o", str(raw_profile), "--pid", str(worker.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        t = time.perf_counter()
+        wait_committed(bootstrap, worker_group(ns), inputs, timeout_s=1800, worker=worker)
+        drain_s = time.perf_counter() - t
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        frames = _frames(bootstrap, ns, silos)
+        rows = sum(f[2] for f in frames)
+        span_ms = frames[-1][0] - frames[0][0]
+        sustained = (rows - frames[0][2]) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+        print(f"worker: {rows:,} rows of {n_txn:,} transactions in {len(frames)} frames; "
+              f"{sustained:,.0f} events/s sustained (first to last frame: {span_ms / 1000:.1f} s; "
+              f"start to all committed {drain_s:.1f} s)")  # fmt: skip
+
+        # 3. latency at half the worker's rate, worker idle and warm
+        sent_ms: dict[float, float] = {}
+        lat: list[float] = []
+        if later:
+            from app.kafka.clients import make_producer
+
+            rate = max(500.0, sustained / 2)
+            producer = make_producer(bootstrap, **{"linger.ms": 1})
+            start = time.perf_counter()
+            for i, (tp, k, v, ts) in enumerate(later):
+                due = start + i / rate
+                while (left := due - time.perf_counter()) > 0:
+                    time.sleep(min(left, 0.005))
+                sent_ms[ts] = time.time() * 1000.0
+                producer.produce(tp, v, k)
+                producer.poll(0)
+            producer.flush(60)
+            wait_committed(bootstrap, worker_group(ns), inputs, timeout_s=600, worker=worker)
+            for _created, kafka_ms, _n, ts_arr in _frames(bootstrap, ns, silos):
+                for ts in ts_arr.tolist():
+                    if ts in sent_ms:
+                        lat.append(kafka_ms - sent_ms[ts])
+            print(f"latency at {rate:,.0f} events/s over {len(lat):,} rows (ms): "
+                  f"{_percentiles(lat)}")  # fmt: skip
+        worker.stop(signal.SIGTERM)
+    finally:
+        worker.stop(signal.SIGKILL, 5)
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+
+    # 2. the ceiling
+    pt = passthrough(bootstrap, ns, events)
+    print(f"passthrough: {pt['events']:,} events in {pt['seconds']} s = "
+          f"{pt['events_per_s']:,} events/s")  # fmt: skip
+    top = _profile_summary(raw_profile) if profile and raw_profile.exists() else []
+    ratio = sustained / pt["events_per_s"] if pt["events_per_s"] else 0.0
+    return {
+        "events": events,
+        "transactions": n_txn,
+        "customers": customers,
+        "silos": silos,
+        "batch_rows": batch_rows,
+        "batch_ms": batch_ms,
+        "worker_events_per_s": round(sustained),
+        "worker_drain_s": round(drain_s, 2),
+        "passthrough_events_per_s": pt["events_per_s"],
+        "ratio": round(ratio, 3),
+        "latency_ms": _percentiles(lat),
+        "latency_rate_events_per_s": round(max(500.0, sustained / 2)) if later else None,
+        "targets": TARGETS,
+        "target_met": sustained >= TARGETS["worker_events_per_s"] and ratio >= TARGETS["ratio"],
+        "profile_top_self": top,
+    }
+
+
+def bench_stream_command(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Synthetic events in the backlog.")] = 200_000,
+    customers: Annotated[int, typer.Option(help="Synthetic customers.")] = 5_000,
+    batch_rows: Annotated[int, typer.Option(help="Rows per micro-batch.")] = 512,
+    batch_ms: Annotated[int, typer.Option(help="Max age of a micro-batch, ms.")] = 2000,
+    latency_events: Annotated[
+        int, typer.Option(help="Events sent paced for the latency phase (0 = skip).")
+    ] = 20_000,
+    profile: Annotated[bool, typer.Option(help="Profile the worker with py-spy.")] = False,
+) -> None:
+    """Events/s through one stream worker vs a confluent-kafka passthrough; latency."""
+    import orjson
+
+    from app.kafka.broker import BrokerError, LocalBroker, wait_for_broker
+    from app.settings import Settings
+
+    settings = Settings(**dict(ctx.obj or {}))
+    with tempfile.TemporaryDirectory(prefix="fedstream-bench-") as tmp:
+        work = Path(tmp)
+        bootstrap = settings.bootstrap
+        broker: LocalBroker | None = None
+        try:
+            wait_for_broker(bootstrap, timeout_s=3)
+        except BrokerError:
+            broker = LocalBroker(
+                work, settings.cache_dir, port=_free_port(), controller_port=_free_port()
+            )
+            broker.start(timeout_s=180)
+            bootstrap = broker.bootstrap
+            print(f"started a temporary broker on {bootstrap}")
+        try:
+            result = run_bench(bootstrap, events, customers, settings.silos, batch_rows,
+                               batch_ms, latency_events, profile, work)  # fmt: skip
+        finally:
+            if broker is not None:
+                broker.stop()
+    print(f"worker {result['worker_events_per_s']:,} events/s, passthrough "
+          f"{result['passthrough_events_per_s']:,} events/s, ratio {result['ratio']}; "
+          f"target {TARGETS['worker_events_per_s']:,.0f} events/s and ratio "
+          f"{TARGETS['ratio']}: {'met' if result['target_met'] else 'NOT met'}")  # fmt: skip
+    print(orjson.dumps(result).decode())

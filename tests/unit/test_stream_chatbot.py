@@ -1,0 +1,148 @@
+"""The chatbot's answer builder and the stream loop (model swap, enriched, chat) without Kafka."""
+
+import numpy as np
+import orjson
+
+from app.features.records import ChatRequest, Customer, Transaction
+from app.features.spec import FeatureSpec
+from app.features.windows import CustomerWindows, activity_summary, update
+from app.model.config import ModelConfig
+from app.model.frame import ModelFrame, ModelMeta, encode_model, model_version_for
+from app.model.params import init_arrays
+from app.stream.chatbot import (
+    RiskFacts,
+    build_reply,
+    error_reply,
+    intent_of,
+    unknown_customer_reply,
+)
+from app.stream.loop import StreamLoop
+from app.stream.model_follower import load_live_model
+from app.stream.processor import StreamProcessor
+
+SPEC = FeatureSpec()
+T0 = 1_700_000_000.0
+
+
+def _activity() -> dict:  # type: ignore[type-arg]
+    state = CustomerWindows()
+    for i, amount in enumerate([10.0, 20.0, 300.0]):
+        update(state, Transaction(f"t{i}", "c1", T0 + 600 * i, amount, "grocery"), SPEC.windows)
+    return activity_summary(state, T0 + 1800, SPEC.windows)
+
+
+def test_reply_puts_the_asked_topic_first_and_names_model_and_drivers() -> None:
+    # Prepare
+    request = ChatRequest("r1", "c1", question="Is this customer a fraud risk?")
+    profile = Customer("c1", 2, T0, age=31, segment="premium", credit_limit=8000.0)
+    risk = RiskFacts(0.91, [("new_country", 1.2), ("amount_log1p", 0.8), ("is_night", -0.3)],
+                     7, "7-abc", "t2", T0 + 1200, 0.5, "6-def")  # fmt: skip
+
+    # Execute
+    reply = build_reply(request, profile=profile, silo=2, activity=_activity(), risk=risk)
+
+    # Assert
+    assert reply["status"] == "ok" and reply["request_id"] == "r1" and reply["silo"] == 2
+    assert reply["intent"] == "risk"
+    answer = reply["answer"]
+    assert answer.startswith("The latest transaction scores 0.91 (high risk)")
+    assert "round 7" in answer and "a country new for this customer" in answer
+    assert "Lowering it: a night-time transaction" in answer
+    assert "3 transaction(s) totalling 330.00" in answer
+    assert reply["risk"]["top_features"][0]["feature"] == "new_country"
+    orjson.dumps(reply)  # JSON-ready
+
+
+def test_reply_without_model_or_profile_says_so() -> None:
+    request = ChatRequest("r2", "c9", intent="activity")
+    reply = build_reply(
+        request, profile=None, silo=None, activity=_activity(), risk=RiskFacts(None)
+    )
+    assert reply["answer"].startswith("In the last hour they made 3 transaction(s)")
+    assert "no profile on record" in reply["answer"]
+    assert "No global model has been trained yet" in reply["answer"]
+
+
+def test_unknown_and_error_replies() -> None:
+    unknown = unknown_customer_reply(ChatRequest("r3", "nobody"))
+    assert unknown["status"] == "unknown_customer" and "nobody" in unknown["answer"]
+    error = error_reply("r4", "field 'customer_id': required")
+    assert error["status"] == "error" and error["request_id"] == "r4"
+
+
+def test_intent_detection() -> None:
+    assert intent_of(ChatRequest("r", "c", question="how much did they spend today?")) == "activity"
+    assert intent_of(ChatRequest("r", "c", question="who is this?")) == "profile"
+    assert intent_of(ChatRequest("r", "c", intent="risk", question="who")) == "risk"
+    assert intent_of(ChatRequest("r", "c")) == "summary"
+
+
+def _model_frame(round_: int, seed: int) -> bytes:
+    config = ModelConfig(n_features=SPEC.n_features, seed=seed)
+    arrays = init_arrays(config)
+    meta = ModelMeta(model_name="m", round=round_, spec_version=SPEC.version,
+                     model_version=model_version_for(round_, arrays),
+                     n_features=SPEC.n_features, config=config.to_dict())  # fmt: skip
+    mean, std = np.zeros(SPEC.n_features), np.ones(SPEC.n_features)
+    return encode_model(ModelFrame(meta, arrays, mean, std))
+
+
+def _txn(i: int, cid: str, ts: float, amount: float) -> bytes:
+    return orjson.dumps(Transaction(f"t{i}", cid, ts, amount, "grocery", label=0).to_dict())
+
+
+def test_loop_swaps_models_between_events_and_answers_chat() -> None:
+    # Prepare
+    processor = StreamProcessor(SPEC, (0, 1, 2), max_rows=1000, max_ms=10_000)
+    loop = StreamLoop(SPEC, processor, outbox=None, follower=None)
+    processor.on_customer(orjson.dumps(Customer("c1", 1, T0).to_dict()), b"c1", 0)
+    first, second = load_live_model(_model_frame(1, 1), SPEC.version, SPEC.n_features), \
+        load_live_model(_model_frame(2, 2), SPEC.version, SPEC.n_features)  # fmt: skip
+    frames = []
+    reference = CustomerWindows()
+
+    # Execute: 3 unscored events, model 1, 3 events, model 2, 3 events
+    for i in range(9):
+        if i == 3:
+            frames += loop.install(first, 0)
+        if i == 6:
+            frames += loop.install(second, 0)
+        ts, amount = T0 + 500 * i, 10.0 + i
+        joined = processor.on_transaction(_txn(i, "c1", ts, amount), b"c1", 0, i, 0)
+        assert joined is not None
+        loop.on_joined(joined, 123)
+        update(reference, Transaction(f"t{i}", "c1", ts, amount, "grocery"), SPEC.windows)
+    frames += processor.flush_all(0)
+    reply = loop.on_chat_request(orjson.dumps({"request_id": "q", "customer_id": "c1"}),
+                                 b"c1", "chatbot.requests", 0, 0)  # fmt: skip
+    unknown = loop.on_chat_request(orjson.dumps({"request_id": "u", "customer_id": "zz"}),
+                                   b"zz", "chatbot.requests", 0, 1)  # fmt: skip
+    broken = loop.on_chat_request(b'{"request_id": "b", "customer_id": 5}', b"x",
+                                  "chatbot.requests", 0, 2)  # fmt: skip
+    anonymous = loop.on_chat_request(b"not json", None, "chatbot.requests", 0, 3)
+
+    # Assert: enriched records carry the model that scored them
+    enriched = [orjson.loads(v) for t, _k, v in loop.sent if t == "features.enriched"]
+    assert [e["model_version"] for e in enriched] == [None] * 3 + [first.version] * 3 + [
+        second.version
+    ] * 3
+    assert all((e["score"] is None) == (e["model_version"] is None) for e in enriched)
+    assert enriched[5]["aggregates"]["long_count"] == 5
+    # frames never mix models: one per model version, rows 3 + 3 + 3
+    from app.features.frames import decode_batch
+
+    metas = [decode_batch(f).meta for _s, f in frames]
+    assert [(m.model_version, m.rows) for m in metas] == [
+        (None, 3), (first.version, 3), (second.version, 3)
+    ]  # fmt: skip
+    # chat: aggregates equal the reference, newest model, explanation
+    assert reply is not None and reply["status"] == "ok"
+    assert reply["activity"] == activity_summary(reference, reply["activity"]["as_of"],
+                                                 SPEC.windows)  # fmt: skip
+    assert reply["risk"]["model_version"] == second.version and reply["silo"] == 1
+    assert len(reply["risk"]["top_features"]) == 5
+    assert unknown is not None and unknown["status"] == "unknown_customer"
+    assert broken is not None and broken["status"] == "error" and broken["request_id"] == "b"
+    assert anonymous is None
+    dead = [t for t, _k, _v in loop.sent if t == "dlq.chatbot.requests"]
+    assert len(dead) == 2
