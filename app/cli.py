@@ -234,6 +234,10 @@ def _register_optional() -> None:
 
     app.command("demo")(demo_command)
 
+    from bench.chat import bench_chat_command
+
+    bench_app.command("chat")(bench_chat_command)
+
 
 def main() -> None:
     _register_optional()

@@ -25,7 +25,7 @@ def demo_command(
     silos: Annotated[int, typer.Option(min=1, max=8, help="Data silos = Flower SuperNodes.")] = 3,
     rate: Annotated[
         float, typer.Option(min=1, help="Events per second sent by the synthetic bank.")
-    ] = 2000.0,
+    ] = 600.0,
     customers: Annotated[int, typer.Option(min=10, help="Customers of the synthetic bank.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic bank.")] = 0,
     questions: Annotated[

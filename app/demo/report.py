@@ -82,7 +82,7 @@ def plot_auc(
     ax.set_xlabel("round (each row scored before it is trained on)")
     ax.set_ylabel("prequential ROC AUC")
     ax.set_title(title)
-    ax.set_ylim(0.3, 1.0)
+    ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -94,6 +94,8 @@ def plot_auc(
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)

@@ -71,12 +71,14 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _start_broker(settings: Settings, root: Path, options: DemoOptions, console: Console) -> Any:
+def _start_broker(
+    settings: Settings, root: Path, options: DemoOptions, console: Console, running: _Running
+) -> None:
     from app.kafka.broker import LocalBroker
 
     if settings.bootstrap_servers:
         console.print(f"using the Kafka cluster at {settings.bootstrap_servers}")
-        return None
+        return
     broker = LocalBroker(
         root,
         settings.cache_dir,
@@ -90,9 +92,12 @@ def _start_broker(settings: Settings, root: Path, options: DemoOptions, console:
     console.print(
         f"starting Kafka {broker.version} on {broker.bootstrap} (first run downloads jars)"
     )
-    started, seconds = broker.start(timeout_s=300)
-    console.print(f"Kafka {'started' if started else 'already running'} in {seconds:.1f} s")
-    return broker if started else None
+    if broker.pid() is not None:
+        console.print("the demo's broker is already running; using it")
+        return
+    running.broker = broker  # from here on, the finally block stops it (also on Ctrl-C)
+    _started, seconds = broker.start(timeout_s=300)
+    console.print(f"Kafka started in {seconds:.1f} s")
 
 
 def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: str) -> Any:
@@ -285,7 +290,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
     }
     interrupted = False
     try:
-        running.broker = _start_broker(settings, root, options, console)
+        _start_broker(settings, root, options, console, running)
         apply_catalogue(
             make_admin(settings.bootstrap), catalogue(settings.silo_ids, settings.input_partitions)
         )

@@ -50,10 +50,10 @@ _MAX_REMEMBERED = 200_000
 
 
 class Outbox:
-    """Two producers: ``bulk`` (enriched, 10 ms linger) and ``fast`` (replies, no linger)."""
+    """Two producers: ``bulk`` (enriched, 2 ms linger) and ``fast`` (replies, no linger)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.bulk = make_producer(bootstrap, **{"linger.ms": 10})
+        self.bulk = make_producer(bootstrap, **{"linger.ms": 2})
         self.fast = make_producer(bootstrap, **{"linger.ms": 0, "compression.type": "none"})
         self.errors = delivery_errors()
 

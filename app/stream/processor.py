@@ -152,6 +152,7 @@ class StreamProcessor:
         self._profiles: dict[str, Customer | None] = {}
         self._states: dict[str, StoredState] = {}
         self._dirty_profiles: dict[int, dict[str, bytes]] = {}
+        self._partition_of: dict[str, int] = {}
         self._dirty_states: dict[int, set[str]] = {}
 
     # -- profiles -------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class StreamProcessor:
         check_key(key, customer.customer_id)
         check_silo(customer.silo, self.silo_ids)
         self._profiles[customer.customer_id] = customer
+        self._partition_of[customer.customer_id] = partition
         self._dirty_profiles.setdefault(partition, {})[customer.customer_id] = raw
         self.counters.customers += 1
         return customer
@@ -201,6 +203,7 @@ class StreamProcessor:
         result = join_transaction(self.spec, txn, profile, stored.windows, batcher.next_row())
         stored.offset = offset
         self._dirty_states.setdefault(partition, set()).add(cid)
+        self._partition_of[cid] = partition
         score = self.scorer(result.row) if self.scorer is not None else None
         frame = batcher.add(result.row, result.label, score, txn.ts, now_ms)
         counters = self.counters
@@ -247,10 +250,22 @@ class StreamProcessor:
         self._dirty_states = {}
         return profiles, states
 
-    def forget(self) -> None:
-        """Drop the caches (after a rebalance the tables are the truth again)."""
-        self._profiles.clear()
-        self._states.clear()
+    def forget(self, partitions: set[int] | None = None) -> None:
+        """Drop the cached customers of ``partitions`` (all if None), e.g. revoked ones.
+
+        Their new owner recovers them from the changelog; if they come back here, Faust
+        recovers the local store from the changelog too, so the tables are the truth again.
+        """
+        if partitions is None:
+            self._profiles.clear()
+            self._states.clear()
+            self._partition_of.clear()
+            return
+        gone = [cid for cid, p in self._partition_of.items() if p in partitions]
+        for cid in gone:
+            self._profiles.pop(cid, None)
+            self._states.pop(cid, None)
+            del self._partition_of[cid]
 
     @staticmethod
     def aggregates(window: WindowFeatures) -> dict[str, object]:

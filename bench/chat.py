@@ -1,0 +1,237 @@
+"""``fedstream bench chat``: chatbot latency under stream load, and its cost to the stream.
+
+On the configured broker, in a fresh topic namespace, with a real ``fedstream worker``
+process and a published global model (so every event is scored and every answer is
+explained):
+
+1. the synthetic bank sends transactions at a steady ``rate`` for ``seconds`` (after a
+   warm-up): the stream's throughput (enriched records/s) *without* chatbot load;
+2. the same load plus chatbot requests at ``chat_rate`` for ``seconds``: throughput
+   *with* chatbot load and the reply latency (request produced -> reply consumed);
+3. event-to-enriched latency percentiles over both phases (``enriched_ms`` minus the
+   input record's Kafka timestamp).
+
+Targets: chatbot p99 <= 50 ms at 200 requests/s; throughput drop <= 10 %. The last output
+line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+import typer
+from confluent_kafka import TopicPartition
+
+from app.demo.report import latency_percentiles
+from app.features.spec import FeatureSpec
+from app.features.windows import WindowConfig
+from app.fl.model_store import make_model_frame
+from app.kafka.clients import make_consumer, make_producer
+from app.model.config import ModelConfig
+from app.model.params import init_arrays
+from app.model.standardize import MomentStats
+from app.produce.sender import TokenBucket
+from app.produce.synthetic import SyntheticBank
+from app.settings import Settings
+from app.stream.ask import ChatClient
+from app.stream.harness import WorkerProcess, create_topics, produce_records, read_topic
+from topics import CUSTOMERS, FEATURES_ENRICHED, MODEL_GLOBAL, TRANSACTIONS, namespaced
+
+__all__ = ["bench_chat_command", "run_bench"]
+
+logger = logging.getLogger(__name__)
+
+TARGETS = {"chat_p99_ms": 50.0, "throughput_drop_pct": 10.0}
+
+
+def _publish_model(bootstrap: str, ns: str, settings: Settings, spec: FeatureSpec) -> None:
+    config = ModelConfig(n_features=spec.n_features)
+    moments = MomentStats.from_rows(np.random.default_rng(0).normal(size=(64, spec.n_features)))
+    frame, _version = make_model_frame(
+        model_name=settings.model_name, round_=1, arrays=init_arrays(config), config=config,
+        spec_version=spec.version, moments=moments, metrics={},
+    )  # fmt: skip
+    produce_records(
+        bootstrap, [(namespaced(MODEL_GLOBAL, ns), settings.model_name.encode(), frame)]
+    )
+
+
+class _Load:
+    """Steady transaction load in a thread."""
+
+    def __init__(self, bootstrap: str, ns: str, events: Iterator[Any], rate: float) -> None:
+        self.stop = threading.Event()
+        self.sent = 0
+        topic = namespaced(TRANSACTIONS, ns)
+
+        def run() -> None:
+            producer = make_producer(bootstrap, **{"linger.ms": 5})
+            bucket = TokenBucket(rate) if rate > 0 else None
+            for _kind, key, value in events:
+                if self.stop.is_set():
+                    break
+                if bucket is not None:
+                    bucket.take()
+                while True:
+                    try:
+                        producer.produce(topic, orjson.dumps(value), key)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                self.sent += 1
+                if self.sent % 500 == 0:
+                    producer.poll(0)
+            producer.flush(30)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def _enriched_end(bootstrap: str, ns: str) -> int:
+    topic = namespaced(FEATURES_ENRICHED, ns)
+    consumer = make_consumer(bootstrap, f"bench-chat-{uuid.uuid4().hex[:6]}")
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()
+
+
+def _chat_phase(
+    bootstrap: str, ns: str, ids: list[str], chat_rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """Send requests at ``chat_rate`` for ``seconds``; returns latencies (ms) and sent count."""
+    latencies: list[float] = []
+    rng = random.Random(0)
+    with ChatClient(bootstrap, ns) as client:
+        done = threading.Event()
+
+        def receive() -> None:
+            while not done.is_set() or client.pending:
+                latencies.extend(r.latency_s * 1000 for r in client.receive(0.05))
+                if done.is_set() and time.monotonic() > deadline + 10:
+                    break
+
+        deadline = time.monotonic() + seconds
+        receiver = threading.Thread(target=receive, daemon=True)
+        receiver.start()
+        bucket = TokenBucket(chat_rate)
+        sent = 0
+        while time.monotonic() < deadline:
+            bucket.take()
+            client.send(rng.choice(ids), "what is the risk?")
+            sent += 1
+        done.set()
+        receiver.join(15)
+    return latencies, sent
+
+
+def run_bench(
+    settings: Settings, rate: float, chat_rate: float, seconds: float, customers: int
+) -> dict[str, Any]:
+    """The measurement (see the module docstring); returns the figures."""
+    bootstrap = settings.bootstrap
+    ns = f"benchchat{uuid.uuid4().hex[:6]}"
+    spec = FeatureSpec(windows=WindowConfig(settings.short_window_s, settings.long_window_s,
+                                            settings.hop_s))  # fmt: skip
+    create_topics(bootstrap, settings.silo_ids, settings.input_partitions, ns)
+    bank = SyntheticBank(customers=customers, silos=settings.silos, seed=7)
+    events = bank.events()
+    profiles = [next(events) for _ in range(customers)]
+    produce_records(bootstrap, [(namespaced(CUSTOMERS, ns), k.encode(), orjson.dumps(v))
+                                for _kind, k, v in profiles])  # fmt: skip
+    _publish_model(bootstrap, ns, settings, spec)
+    out: dict[str, Any] = {"rate": rate, "chat_rate": chat_rate, "seconds": seconds}
+    with tempfile.TemporaryDirectory() as tmp, WorkerProcess(
+        bootstrap, ns, Path(tmp), silos=settings.silos, args=["--store", "memory://"]
+    ) as worker:  # fmt: skip
+        load = _Load(bootstrap, ns, events, rate)
+        try:
+            typer.echo(f"warming up for 10 s at {rate:,.0f} events/s ...")
+            time.sleep(10)
+            worker.check_alive()
+            measure_from_ms = time.time() * 1000  # latencies of the warm-up are left out
+            e0, t0 = _enriched_end(bootstrap, ns), time.monotonic()
+            time.sleep(seconds)
+            e1, t1 = _enriched_end(bootstrap, ns), time.monotonic()
+            out["stream_eps_without_chat"] = (e1 - e0) / (t1 - t0)
+            typer.echo(f"without chat: {out['stream_eps_without_chat']:,.0f} enriched/s")
+            latencies, sent = _chat_phase(bootstrap, ns, bank.ids, chat_rate, seconds)
+            e2, t2 = _enriched_end(bootstrap, ns), time.monotonic()
+            out["stream_eps_with_chat"] = (e2 - e1) / (t2 - t1)
+            typer.echo(f"with chat:    {out['stream_eps_with_chat']:,.0f} enriched/s")
+        finally:
+            load.close()
+        worker.check_alive()
+        out["events_sent"] = load.sent
+    lat = latency_percentiles(latencies)
+    out["chat_sent"], out["chat_replies"] = sent, lat["n"]
+    out["chat_p50_ms"], out["chat_p99_ms"], out["chat_max_ms"] = lat["p50"], lat["p99"], lat["max"]
+    before, after = out["stream_eps_without_chat"], out["stream_eps_with_chat"]
+    out["throughput_drop_pct"] = max(0.0, (before - after) / before * 100) if before else None
+    docs = [orjson.loads(r.value) for r in read_topic(bootstrap, namespaced(FEATURES_ENRICHED, ns))]
+    out["event_to_enriched_ms"] = latency_percentiles(
+        [
+            d["enriched_ms"] - d["source_ms"]
+            for d in docs
+            if d.get("source_ms") and d["source_ms"] >= measure_from_ms
+        ]
+    )
+    out["targets"] = TARGETS
+    out["targets_met"] = bool(
+        out["chat_p99_ms"] is not None
+        and out["chat_p99_ms"] <= TARGETS["chat_p99_ms"]
+        and out["chat_replies"] == sent
+        and out["throughput_drop_pct"] is not None
+        and out["throughput_drop_pct"] <= TARGETS["throughput_drop_pct"]
+    )
+    out["namespace"] = ns
+    return out
+
+
+def bench_chat_command(
+    ctx: typer.Context,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Transactions/s of the steady stream load (0 = max).")
+    ] = 1000.0,
+    chat_rate: Annotated[float, typer.Option(min=1, help="Chatbot requests per second.")] = 200.0,
+    seconds: Annotated[float, typer.Option(min=2, help="Length of each measured phase.")] = 20.0,
+    customers: Annotated[int, typer.Option(min=10, help="Customers of the synthetic bank.")] = 2000,
+) -> None:
+    """Chatbot p50/p99 reply latency at a steady request rate while the stream runs, the
+    stream's throughput with and without that load, and event-to-enriched latency."""
+    from app.cli import settings_from
+
+    settings = settings_from(ctx)
+    result = run_bench(settings, rate, chat_rate, seconds, customers)
+
+    def f(value: Any, unit: str = " ms") -> str:
+        return "n/a" if value is None else f"{value:,.1f}{unit}"
+
+    e2e = result["event_to_enriched_ms"]
+    typer.echo(
+        f"chatbot at {chat_rate:.0f} req/s: p50 {f(result['chat_p50_ms'])}, "
+        f"p99 {f(result['chat_p99_ms'])}, {result['chat_replies']}/{result['chat_sent']} "
+        f"answered; stream {f(result['stream_eps_without_chat'], '')} -> "
+        f"{f(result['stream_eps_with_chat'], '')} enriched/s "
+        f"(drop {f(result['throughput_drop_pct'], ' %')}); event-to-enriched p50 "
+        f"{f(e2e['p50'])}, p99 {f(e2e['p99'])}"
+    )
+    typer.echo(orjson.dumps(result).decode())

@@ -1,0 +1,36 @@
+"""The demo report: plot and Markdown from round metrics (no broker)."""
+
+from pathlib import Path
+
+from app.demo.report import latency_percentiles, plot_auc, write_markdown
+
+
+def _round(r: int, auc: float) -> dict:  # type: ignore[type-arg]
+    return {"round": r, "model_version": f"{r}-abc", "round_seconds": 9.5,
+            "global": {"roc_auc": auc, "rows": 1000},
+            "silos": {"0": {"roc_auc": auc - 0.05}, "1": {"roc_auc": None}}}  # fmt: skip
+
+
+def test_report_files(tmp_path: Path) -> None:
+    # Prepare
+    rounds = [_round(1, 0.6), _round(2, 0.8)]
+    baseline = [{"round": 1, "roc_auc": 0.7}, {"round": 2, "roc_auc": 0.85}]
+    chats = [{"customer_id": "c1", "question": "risk?", "answer": "low", "latency_ms": 12.0}]
+    summary = {"silos": 2, "fresh": True, "latency (ms)": latency_percentiles([1.0, 2.0, 30.0])}
+
+    # Execute
+    png = plot_auc(tmp_path / "auc.png", rounds, baseline, 0.82)
+    md = write_markdown(tmp_path / "report.md", summary, rounds, ["overall 0.82"], chats, png.name)
+
+    # Assert
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = md.read_text()
+    assert "![prequential ROC AUC](auc.png)" in text
+    assert "| 2 | 2-abc | 1,000 | 0.800 | 0: 0.750, 1: n/a | 9.5 |" in text
+    assert "| fresh | yes |" in text and "> low" in text and "overall 0.82" in text
+
+
+def test_latency_percentiles() -> None:
+    assert latency_percentiles([])["p99"] is None
+    stats = latency_percentiles(list(range(1, 101)))
+    assert stats["n"] == 100 and stats["max"] == 100 and 49 <= stats["p50"] <= 51
