@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-__all__ = ["delivery_errors", "make_consumer", "make_producer", "produce_blocking"]
+__all__ = ["delivery_errors", "make_consumer", "make_producer"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +58,3 @@ class delivery_errors:
             if self.first is None:
                 self.first = err
                 logger.error("delivery to %s failed: %s", msg.topic(), err)
-
-
-def produce_blocking(
-    producer: Producer, topic: str, key: bytes | None, value: bytes, partition: int = -1
-) -> None:
-    """Produce one record, serving delivery callbacks and waiting while the queue is full."""
-    while True:
-        try:
-            producer.produce(topic, key=key, value=value, partition=partition)
-            return
-        except BufferError:
-            producer.poll(0.05)

@@ -47,7 +47,12 @@ def test_apply_repairs_config_drift_and_grows_partitions(kafka_bootstrap: str, u
 
     # Execute
     report = apply_catalogue(admin, [wanted])
+    # Config changes reach the broker's metadata cache asynchronously (KRaft): poll briefly.
+    deadline = time.monotonic() + 15
     state = describe_topics(admin, [name])[name]
+    while state.configs.get("retention.ms") != "3600000" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        state = describe_topics(admin, [name])[name]
 
     # Assert
     assert report.updated == [name] and report.grown == [name]
