@@ -287,6 +287,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
         "max-rows-per-round": options.max_rows_per_round,
         "idle-backoff-max": 4.0,
         "round-timeout": 60.0,
+        "init-prior": 0.01,  # ~ the synthetic fraud rate: no inverted early rounds
     }
     interrupted = False
     try:

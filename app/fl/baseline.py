@@ -22,7 +22,7 @@ from app.fl.config import FLConfig
 from app.fl.kafka_io import scan_topic
 from app.fl.rounds import prequential_round
 from app.model.metrics import ScoreHistogram, merge_histograms
-from app.model.params import init_arrays
+from app.model.params import init_arrays, with_prior
 from app.model.standardize import MomentStats
 
 __all__ = ["BaselineReport", "plan_rounds", "read_silo_frames", "run_baseline"]
@@ -98,7 +98,7 @@ def run_baseline(
 ) -> BaselineReport:
     """Centralised prequential training over per-silo frames (see the module docstring)."""
     model_cfg = cfg.model_config(n_features)
-    arrays = init_arrays(model_cfg)
+    arrays = with_prior(init_arrays(model_cfg), cfg.init_prior)
     moments = MomentStats.empty(n_features)
     report = BaselineReport()
     hists = []

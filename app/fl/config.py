@@ -47,6 +47,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "hidden": "64,32",
     "seed": 0,
     "resume": True,
+    "init-prior": 0.0,
 }
 
 
@@ -92,6 +93,10 @@ class FLConfig:
         Width of feature rows; 0 = the default FeatureSpec's.
     resume : bool
         Resume from the newest compatible model on ``fl.model.global``.
+    init_prior : float
+        Expected positive rate: a model started from scratch gets the head bias
+        ``logit(init_prior)`` (0 = zero bias). Avoids the inverted-ranking phase of a
+        fresh model on rare positives (see :func:`app.model.params.with_prior`).
     """
 
     num_rounds: int = 0
@@ -117,6 +122,7 @@ class FLConfig:
     hidden: tuple[int, ...] = (64, 32)
     seed: int = 0
     resume: bool = True
+    init_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -138,6 +144,7 @@ class FLConfig:
             "dp-noise": self.dp_noise >= 0,
             "n-features": self.n_features >= 0,
             "hidden": len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+            "init-prior": 0.0 <= self.init_prior < 1.0,
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:

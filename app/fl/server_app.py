@@ -38,7 +38,7 @@ from app.fl.strategy import build_strategy, send_and_receive, with_ttl
 from app.model.config import ModelConfig
 from app.model.frame import model_version_for
 from app.model.metrics import ScoreHistogram, merge_histograms
-from app.model.params import init_arrays, param_names
+from app.model.params import init_arrays, param_names, with_prior
 from app.model.standardize import MomentStats, merge_all
 
 __all__ = ["ServerState", "app", "initial_state", "run_rounds"]
@@ -84,7 +84,8 @@ def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> S
     else:
         rejected = []
     logger.info("starting %s from scratch", cfg.model_name)
-    return ServerState(0, init_arrays(model_cfg), MomentStats.empty(model_cfg.n_features), rejected)
+    arrays = with_prior(init_arrays(model_cfg), cfg.init_prior)
+    return ServerState(0, arrays, MomentStats.empty(model_cfg.n_features), rejected)
 
 
 def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerState:
@@ -122,6 +123,11 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         for problem in errors:
             logger.warning("round %d: dropped reply from %s", next_round, problem)
         contributing = [p for p in parsed if p.contributes]
+        # Rows read without labels are consumed (committed) too: their moments count
+        # towards the standardisation even when no silo trained (as in the baseline).
+        with_rows = [p.moments for p in parsed if p.moments.count]
+        if with_rows:
+            state.moments = merge_all([state.moments, *with_rows])
         aggregated: ArrayRecord | None = None
         if contributing:
             aggregated, _ = strategy.aggregate_train(next_round, [p.message for p in contributing])
@@ -143,8 +149,6 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         backoff.reset()
         state.round = next_round
         state.arrays = arrays_from_record(aggregated, names)
-        with_rows = [p.moments for p in parsed if p.moments.count]
-        state.moments = merge_all([state.moments, *with_rows])
         _publish(
             cfg, model_cfg, spec_version, state, parsed, contributing, time.perf_counter() - t0
         )

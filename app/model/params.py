@@ -33,6 +33,7 @@ __all__ = [
     "param_names",
     "param_shapes",
     "validate_arrays",
+    "with_prior",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,23 @@ def model_to_arrays(model: MLP) -> list[np.ndarray]:
 def init_arrays(config: ModelConfig) -> list[np.ndarray]:
     """Freshly initialised parameters for ``config`` (deterministic for ``config.seed``)."""
     return model_to_arrays(build_model(config))
+
+
+def with_prior(arrays: Sequence[np.ndarray], prior: float) -> list[np.ndarray]:
+    """``arrays`` with the head bias set to ``logit(prior)``; ``prior`` 0 leaves them as is.
+
+    A fresh model scores every row about 0.5. On rare positives its first optimiser steps
+    mostly pull the scores down, and Adam does that through the weights faster than
+    through the single head bias, so rows with large activations (the outliers, often
+    the positives) drop furthest: for a few short rounds the ranking is inverted
+    (ROC AUC well below 0.5). Starting the head at the base rate's log-odds avoids it.
+    """
+    if not 0.0 <= prior < 1.0:
+        raise ValueError(f"prior must be in [0, 1), got {prior}")
+    out = [np.array(a, dtype=np.float32) for a in arrays]
+    if prior > 0.0:
+        out[-1] = np.full_like(out[-1], np.log(prior / (1.0 - prior)))
+    return out
 
 
 def arrays_to_model(config: ModelConfig, arrays: Sequence[np.ndarray]) -> MLP:

@@ -12,6 +12,7 @@ from app.model.params import (
     model_to_arrays,
     param_names,
     param_shapes,
+    with_prior,
 )
 
 CONFIG = ModelConfig(n_features=6, hidden=(5, 3), seed=7)
@@ -89,3 +90,20 @@ def test_config_dict_round_trip() -> None:
 
     # Assert
     assert back == CONFIG
+
+
+def test_with_prior_sets_only_the_head_bias_to_the_log_odds() -> None:
+    # Prepare
+    arrays = init_arrays(CONFIG)
+
+    # Execute
+    primed = with_prior(arrays, 0.2)
+
+    # Assert: head bias = logit(0.2); everything else (and the input) untouched
+    assert primed[-1].shape == (1,) and primed[-1].dtype == np.float32
+    assert primed[-1][0] == pytest.approx(np.log(0.2 / 0.8), rel=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(primed[:-1], arrays[:-1], strict=True))
+    assert arrays[-1][0] != pytest.approx(np.log(0.2 / 0.8))
+    assert all(np.array_equal(a, b) for a, b in zip(with_prior(arrays, 0.0), arrays, strict=True))
+    with pytest.raises(ValueError, match="prior"):
+        with_prior(arrays, 1.0)
