@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -70,11 +71,24 @@ def describe_topics(admin: AdminClient, names: list[str] | None = None) -> dict[
     return states
 
 
+def _wait_visible(
+    admin: AdminClient, names: list[str], timeout_s: float = 10.0
+) -> dict[str, TopicState]:
+    """Describe ``names``, waiting briefly until the broker's metadata lists all of them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = describe_topics(admin, names)
+        if len(found) == len(names) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def apply_catalogue(admin: AdminClient, specs: list[TopicSpec]) -> ApplyReport:
     """Create missing topics, add partitions, and set configs; safe to run any number of times."""
     report = ApplyReport([], [], [], [], [])
     states = describe_topics(admin, [spec.name for spec in specs])
     missing = [spec for spec in specs if spec.name not in states]
+    raced: list[str] = []
     if missing:
         new = [
             NewTopic(
@@ -87,10 +101,15 @@ def apply_catalogue(admin: AdminClient, specs: list[TopicSpec]) -> ApplyReport:
                 future.result(timeout=_TIMEOUT)
                 report.created.append(name)
             except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" in str(exc):  # a concurrent apply won the race
-                    report.unchanged.append(name)
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    # It exists but the broker's metadata did not list it yet (just created,
+                    # or a concurrent apply won): reconcile it like any existing topic.
+                    raced.append(name)
                 else:
                     report.problems.append(f"{name}: {exc.args[0].str()}")
+    if raced:
+        states.update(_wait_visible(admin, raced))
+        report.unchanged.extend(name for name in raced if name not in states)
     for spec in specs:
         state = states.get(spec.name)
         if state is None:

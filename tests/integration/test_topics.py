@@ -43,6 +43,9 @@ def test_apply_repairs_config_drift_and_grows_partitions(kafka_bootstrap: str, u
     admin = make_admin(kafka_bootstrap)
     name = f"test.drift.{unique}"
     apply_catalogue(admin, [TopicSpec(name, 1, {"retention.ms": "1000"})])
+    deadline = time.monotonic() + 15  # topic metadata reaches the broker's cache asynchronously
+    while name not in describe_topics(admin, [name]) and time.monotonic() < deadline:
+        time.sleep(0.2)
     wanted = TopicSpec(name, 3, {"retention.ms": "3600000", "cleanup.policy": "compact"})
 
     # Execute
