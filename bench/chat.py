@@ -34,7 +34,6 @@ from confluent_kafka import TopicPartition
 
 from app.demo.report import latency_percentiles
 from app.features.spec import FeatureSpec
-from app.features.windows import WindowConfig
 from app.fl.model_store import make_model_frame
 from app.kafka.clients import make_consumer, make_producer
 from app.model.config import ModelConfig
@@ -45,6 +44,7 @@ from app.produce.synthetic import SyntheticBank
 from app.settings import Settings
 from app.stream.ask import ChatClient
 from app.stream.harness import WorkerProcess, create_topics, produce_records, read_topic
+from app.stream.spec import feature_spec
 from topics import CUSTOMERS, FEATURES_ENRICHED, MODEL_GLOBAL, TRANSACTIONS, namespaced
 
 __all__ = ["bench_chat_command", "run_bench"]
@@ -149,8 +149,7 @@ def run_bench(
     """The measurement (see the module docstring); returns the figures."""
     bootstrap = settings.bootstrap
     ns = f"benchchat{uuid.uuid4().hex[:6]}"
-    spec = FeatureSpec(windows=WindowConfig(settings.short_window_s, settings.long_window_s,
-                                            settings.hop_s))  # fmt: skip
+    spec = feature_spec(settings)
     create_topics(bootstrap, settings.silo_ids, settings.input_partitions, ns)
     bank = SyntheticBank(customers=customers, silos=settings.silos, seed=7)
     events = bank.events()

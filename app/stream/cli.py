@@ -41,21 +41,11 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         """
         from faust.worker import Worker
 
-        from app.features.spec import FeatureSpec
-        from app.features.windows import WindowConfig
+        from app.stream.spec import feature_spec
         from app.stream.worker import create_worker_app
 
         settings = settings_from(ctx, batch_rows=batch_rows, batch_ms=batch_ms)
-        txn_attrs, profile_attrs = settings.txn_attr_names, settings.profile_attr_names
-        if uci:
-            from app.produce.uci import UCI_PROFILE_ATTRS, UCI_TXN_ATTRS
-
-            txn_attrs, profile_attrs = UCI_TXN_ATTRS, UCI_PROFILE_ATTRS
-        spec = FeatureSpec(
-            windows=WindowConfig(settings.short_window_s, settings.long_window_s, settings.hop_s),
-            txn_attrs=txn_attrs,
-            profile_attrs=profile_attrs,
-        )
+        spec = feature_spec(settings, uci=uci)
         handle = create_worker_app(settings, spec, store=store, worker_id=worker_id)
         logger.info(
             "worker %s: spec %s, %d features, silos %s, broker %s, namespace %r",

@@ -38,10 +38,12 @@ from app.features.validation import (
     parse_customer,
     parse_transaction,
 )
-from app.features.vectorize import aggregates_dict, join_transaction
+from app.features.vectorize import join_transaction
 from app.features.windows import CustomerWindows, WindowFeatures, decode_state, encode_state
 
 __all__ = [
+    "InvalidRecord",
+    "Joined",
     "Scorer",
     "StoredState",
     "StreamCounters",
@@ -99,7 +101,6 @@ class StreamCounters:
     invalid: int = 0
     replayed: int = 0
     frames: int = 0
-    rows: int = 0
     unknown_profile: int = 0
     per_silo_rows: dict[int, int] = field(default_factory=dict)
 
@@ -266,10 +267,3 @@ class StreamProcessor:
             self._profiles.pop(cid, None)
             self._states.pop(cid, None)
             del self._partition_of[cid]
-
-    @staticmethod
-    def aggregates(window: WindowFeatures) -> dict[str, object]:
-        return aggregates_dict(window)
-
-
-__all__ += ["InvalidRecord", "Joined"]

@@ -82,14 +82,13 @@ class WorkerHandle:
         self.app = app
         self.processor = processor
         self.last_event: dict[tuple[str, int], Any] = {}
-        self.started = time.monotonic()
         self.loop: Any = None  # app.stream.loop.StreamLoop, set by create_worker_app
 
 
 class CommitSensor(Sensor):
     """Flush batches and write-behind state just before Faust commits offsets."""
 
-    def __init__(self, handle: WorkerHandle, flush: Any) -> None:
+    def __init__(self, flush: Any) -> None:
         super().__init__()
         self._flush = flush
 
@@ -204,7 +203,7 @@ def create_worker_app(
         loop.flush()
         write_dirty()
 
-    app.sensors.add(CommitSensor(handle, flush_everything))
+    app.sensors.add(CommitSensor(flush_everything))
 
     @app.agent(customers)
     async def on_customers(stream: Any) -> None:
@@ -220,12 +219,13 @@ def create_worker_app(
         async for event in stream.events():
             msg = event.message
             handle.last_event[(TRANSACTIONS, msg.partition)] = event
-            swapped = loop.sync_model(_now_ms())  # a new global model: swap between events
+            now_ms = _now_ms()
+            swapped = loop.sync_model(now_ms)  # a new global model: swap between events
             if swapped:
                 send_frames(swapped)
             try:
                 joined = processor.on_transaction(event.value, event.key, msg.partition,
-                                                  msg.offset, _now_ms())  # fmt: skip
+                                                  msg.offset, now_ms)  # fmt: skip
             except InvalidRecord as exc:
                 send_dead_letter(event, exc.reason)
                 continue
