@@ -74,6 +74,14 @@ def fl_up(
     ctx: typer.Context,
     silos: Annotated[int | None, typer.Option(help="Number of silos (SuperNodes).")] = None,
     run_config: RunConfigOpt = None,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm/--process-per-message",
+            help="Run each silo's ClientApps in one long-lived process that keeps JAX and "
+            "the app loaded (default), or let Flower start a new process per message.",
+        ),
+    ] = True,
 ) -> None:
     """Start a SuperLink and one SuperNode per silo in the background, then `flwr run`."""
     from app.fl.processes import FLError, up
@@ -88,6 +96,7 @@ def fl_up(
             superlink_port=settings.superlink_port,
             supernode_base_port=settings.supernode_base_port,
             run_config=overrides,
+            warm_clients=warm,
         )
     except FLError as exc:
         raise _fail(str(exc)) from None

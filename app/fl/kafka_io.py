@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -110,7 +109,7 @@ class SiloReader:
             low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self.topic, tp.partition), timeout=_TIMEOUT
             )
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            offset = tp.offset if tp.offset >= 0 else low
             if tp.offset >= 0 and tp.offset < low:  # retention removed what we never read
                 logger.warning(
                     "%s[%d]: offset %d expired, resuming at %d",
@@ -144,8 +143,10 @@ class SiloReader:
             open_parts = set(ends)
             full = False
             deadline = time.monotonic() + _READ_DEADLINE
+            position = {tp.partition: tp.offset for tp in starts}
             while open_parts and not full and time.monotonic() < deadline:
-                msgs = self._consumer.consume(num_messages=256, timeout=1.0)
+                open_ends = {p: ends[p] for p in open_parts}
+                msgs = _consume_at_most(self._consumer, open_ends, position)
                 if not msgs:
                     continue
                 for msg in msgs:
@@ -170,7 +171,7 @@ class SiloReader:
                         ys.append(frame.y)
                         rows += frame.meta.rows
                         frames += 1
-                    next_offsets[part] = off + 1
+                    next_offsets[part] = position[part] = off + 1
                     if off + 1 >= ends[part]:
                         open_parts.discard(part)
                     if rows >= max_rows:
@@ -186,6 +187,18 @@ class SiloReader:
             return
         offsets = [TopicPartition(self.topic, p, o) for p, o in batch.next_offsets.items()]
         _retry(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+
+
+def _consume_at_most(
+    consumer: Consumer, ends: dict[int, int], position: dict[int, int]
+) -> list[Any]:
+    """One ``consume`` call for at most the records left below the high watermarks.
+
+    ``consume`` returns once it has ``num_messages`` records or its timeout passed, so
+    asking for more than exist would end every read with a whole idle timeout.
+    """
+    left = sum(end - position[p] for p, end in ends.items())
+    return consumer.consume(num_messages=max(1, min(256, left)), timeout=1.0)
 
 
 def _retry(call: Callable[[], Any], attempts: int = 30) -> Any:
@@ -221,24 +234,24 @@ def scan_topic(bootstrap: str, topic: str, key: str | None = None) -> Iterator[t
         if meta is None or meta.error is not None:
             return
         ends: dict[int, int] = {}
-        starts = []
+        position: dict[int, int] = {}
         for p in sorted(meta.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT)
             if high > low:
-                ends[p] = high
-                starts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if not starts:
+                ends[p], position[p] = high, low
+        if not ends:
             return
-        consumer.assign(starts)
+        consumer.assign([TopicPartition(topic, p, o) for p, o in position.items()])
         wanted = None if key is None else key.encode()
         deadline = time.monotonic() + _READ_DEADLINE
         while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=500, timeout=1.0):
+            for msg in _consume_at_most(consumer, ends, position):
                 if msg.error() is not None:
                     raise KafkaException(msg.error())
                 if wanted is None or msg.key() == wanted:
                     yield msg.key() or b"", msg.value()
                 part, off = int(msg.partition() or 0), int(msg.offset() or 0)
+                position[part] = off + 1
                 if off + 1 >= ends.get(part, 0):
                     ends.pop(part, None)
     finally:

@@ -63,7 +63,8 @@ class FLDeployment:
     model_name: str
     superlink_port: int
     superlink_pid: int
-    supernodes: dict[str, dict[str, int]] = field(default_factory=dict)  # silo -> pid, port
+    # silo -> pid, port (and runtime_pid: its warm ClientApp runtime, app/fl/warm_runtime.py)
+    supernodes: dict[str, dict[str, int]] = field(default_factory=dict)
     run_ids: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -73,7 +74,10 @@ class FLDeployment:
 
     def pids(self) -> dict[str, int]:
         out = {"superlink": self.superlink_pid}
-        out.update({f"supernode-{silo}": node["pid"] for silo, node in self.supernodes.items()})
+        for silo, node in self.supernodes.items():
+            out[f"supernode-{silo}"] = node["pid"]
+            if "runtime_pid" in node:
+                out[f"runtime-{silo}"] = node["runtime_pid"]
         return out
 
     def save(self) -> None:
@@ -103,6 +107,9 @@ def _env(root: Path) -> dict[str, str]:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # Connections of a just-stopped deployment linger in TIME_WAIT; only a listener
+        # makes the port busy (servers bind with SO_REUSEADDR too).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -174,8 +181,14 @@ def up(
     superlink_port: int,
     supernode_base_port: int,
     run_config: Mapping[str, Any] | None = None,
+    warm_clients: bool = True,
 ) -> FLDeployment:
-    """Start a SuperLink and one SuperNode per silo, write the connection, submit the run."""
+    """Start a SuperLink and one SuperNode per silo, write the connection, submit the run.
+
+    ``warm_clients`` (default): each SuperNode runs with ``--isolation process`` next to a
+    long-lived ClientApp runtime (app/fl/warm_runtime.py); otherwise Flower's stock
+    SuperExec starts a new ClientApp process per message.
+    """
     overrides = {**(run_config or {}), "bootstrap": bootstrap}
     cfg = check_settings(bootstrap, silo_ids, overrides)
     current = FLDeployment.load(data_dir)
@@ -224,8 +237,23 @@ def up(
                 "--node-config",
                 node_config,
             ]
+            if warm_clients:
+                cmd += ["--isolation", "process"]
             pid = _spawn(cmd, logs / f"supernode-{silo}.log", env)
             dep.supernodes[str(silo)] = {"pid": pid, "port": port}
+            if warm_clients:
+                runtime = [
+                    sys.executable,
+                    "-m",
+                    "app.fl.warm_runtime",
+                    "--runtime-api-address",
+                    f"127.0.0.1:{port}",
+                    "--parent-pid",
+                    str(pid),
+                ]
+                dep.supernodes[str(silo)]["runtime_pid"] = _spawn(
+                    runtime, logs / f"runtime-{silo}.log", env
+                )
             dep.save()
         _write_connection(root, superlink_port)
         dep.run_ids.append(submit_run(dep, overrides))
@@ -327,7 +355,8 @@ def down(data_dir: Path, timeout_s: float = 10.0) -> list[str]:
         return []
     stopped = []
     named = dep.pids()
-    order = [n for n in named if n != "superlink"] + ["superlink"]
+    order = [n for n in named if n.startswith("runtime-")]
+    order += [n for n in named if n.startswith("supernode-")] + ["superlink"]
     tree = _children()
     for name in order:
         pid = named[name]

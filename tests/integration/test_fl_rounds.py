@@ -60,8 +60,9 @@ def deployment(tmp_path: Path) -> Iterator[Path]:
             print(f"--- {log.name}\n" + "\n".join(tail))
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-runtime", "process-per-message"])
 def test_rounds_publish_learn_isolate_and_resume(
-    kafka_bootstrap: str, unique: str, deployment: Path
+    kafka_bootstrap: str, unique: str, deployment: Path, warm: bool
 ) -> None:
     # Prepare: two silos with learnable, shifted data for 3 rounds each
     base = 100 + int(unique[:4], 16) % 800
@@ -95,6 +96,7 @@ def test_rounds_publish_learn_isolate_and_resume(
         superlink_port=free_port(),
         supernode_base_port=_free_pair(),
         run_config=run_config,
+        warm_clients=warm,
     )
     first = _wait_rounds(kafka_bootstrap, model, 3, timeout_s=120)
 
@@ -141,3 +143,9 @@ def test_rounds_publish_learn_isolate_and_resume(
     assert models == sorted(models) and len(set(models)) == len(models)
     status = processes.status(deployment)
     assert status is not None and all(status.processes.values())
+    runtimes = {name for name in status.processes if name.startswith("runtime-")}
+    assert runtimes == ({f"runtime-{s}" for s in silos} if warm else set())
+    if warm:  # every round of a silo ran in its one runtime process
+        for silo in silos:
+            log = (deployment / "fl" / "logs" / f"runtime-{silo}.log").read_text()
+            assert log.count("task completed") >= len(after)

@@ -1,0 +1,232 @@
+"""A silo's ClientApps, run one after another in ONE long-lived process.
+
+With its default ``--isolation subprocess`` a Flower 1.42 SuperNode starts Flower's
+SuperExec, which starts a NEW ``flwr-clientapp`` process for every message: Python, flwr,
+JAX and our modules are imported again (about 1.5 s, and 4 silos do it at once on 2
+cores), every XLA compilation is loaded again, and nothing stays warm between rounds.
+
+Started next to a SuperNode that runs with ``--isolation process`` (Flower's mode for an
+externally managed SuperExec), this module IS that SuperExec: Flower's own loop
+(``run_superexec``: AcquireTask on the SuperNode's Runtime API, its plugin and signal
+handling) with an executor that runs each ClientApp task in this process instead of
+spawning one. A task goes through the same Runtime API steps as Flower's
+``flwr-clientapp``: pull the message, context, run and app bundle; load the ClientApp;
+call it; push the reply and the task status. Imports, jitted functions and the loaded
+ClientApp stay warm from one round to the next. Tasks run one at a time, which is also
+what a silo wants (one training job on its data at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+
+from flwr.app import Context, Message
+from flwr.app.error import Error
+from flwr.cli.install import install_from_fab
+from flwr.clientapp.client_app import ClientApp, LoadClientAppError
+from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+from flwr.proto.node_pb2 import Node
+from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest
+from flwr.supercore.constant import TaskType
+from flwr.supercore.fab import Fab
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+    make_confirm_message_received_fn_protobuf,
+    make_pull_object_fn_protobuf,
+)
+from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+)
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.run import Run
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supercore.superexec import run_superexec as flower_superexec
+from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
+
+__all__ = ["InProcessExecutor", "main", "pull_task_input", "run_task"]
+
+logger = logging.getLogger("fedstream.fl.runtime")
+
+
+@dataclass
+class _AppCache:
+    """ClientApps already installed and loaded, by app-bundle hash."""
+
+    apps: dict[str, ClientApp] = field(default_factory=dict)
+
+    def get(self, fab_id: str, fab_version: str, fab_hash: str, content: bytes) -> ClientApp:
+        app = self.apps.get(fab_hash)
+        if app is None:
+            install_from_fab(content, skip_prompt=True)
+            load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+            app = self.apps[fab_hash] = load(fab_id, fab_version, fab_hash)
+        return app
+
+
+# The SuperNode hands out a task while it may still be fetching the message's objects
+# from the SuperLink; Flower's pull then backs off 1 s, 2 s, ... per missing object.
+_PULL_BACKOFF_S = 0.02
+_PULL_BACKOFF_CAP_S = 0.5
+
+
+def pull_task_input(client: RuntimeHttpClient) -> tuple[Message, Context, Run, Fab]:
+    """Flower's ``run_clientapp.pull_task_input`` with a short retry for missing objects."""
+    res = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = res.task_id
+    TaskIdentity.run_id = res.run.run_id
+    TaskIdentity.node_id = res.context.node_id
+    context = context_from_proto(res.context)
+    messages = client.PullMessages(PullAppMessagesRequest())
+    if not messages.messages_list:
+        raise RuntimeError("the SuperNode's Runtime API returned no message")
+    node = Node(node_id=context.node_id)
+    tree = messages.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree,
+        make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(
+            client.ConfirmMessageReceived, node, context.run_id
+        ),
+        return_type=Message,
+        initial_backoff=_PULL_BACKOFF_S,
+        backoff_cap=_PULL_BACKOFF_CAP_S,
+    )
+    message.metadata.__dict__["_message_id"] = tree.object_id  # as Flower does: not inflated
+    return message, context, run_from_proto(res.run), fab_from_proto(res.fab)
+
+
+def run_task(address: str, token: str, cache: _AppCache) -> bool:
+    """Run one ClientApp task in this process; True when it completed.
+
+    Mirrors ``flwr.supernode.runtime.run_clientapp.run_clientapp`` without its process
+    exit: an exception in the ClientApp becomes an error reply and a FAILED status, and
+    this process goes on to the next task.
+    """
+    client = RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,
+        root_certificates=None,
+        interceptors=[
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
+        ],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    message = reply = context = None
+    status, details = SubStatus.FAILED, "ClientApp task failed"
+    t0 = time.perf_counter()
+    t_app = t_push = t0
+    try:
+        message, context, run, fab = pull_task_input(client)
+        app = cache.get(run.fab_id, run.fab_version, fab.hash_str, fab.content)
+        t_app = time.perf_counter()
+        reply = app(message=message, context=context)
+        status, details = SubStatus.COMPLETED, ""
+    except Exception as exc:  # the silo keeps serving the next rounds
+        code = (
+            ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+            if isinstance(exc, LoadClientAppError)
+            else ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+        )
+        details = f"{type(exc)}:<'{exc}'>"
+        logger.exception("ClientApp task failed")
+        if message is not None:
+            reply = Message(Error(code=code, reason=details), reply_to=message)
+    finally:
+        t_push = time.perf_counter()
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+        except Exception:
+            logger.exception("could not push the reply to the SuperNode")
+            status = SubStatus.FAILED
+        push_task_output(client, context, status, details)
+        heartbeat.stop()
+        client.close()
+    logger.info(
+        "task %s in %.2f s (pull %.2f s, ClientApp %.2f s, push %.2f s)",
+        status,
+        time.perf_counter() - t0,
+        t_app - t0,
+        t_push - t_app,
+        time.perf_counter() - t_push,
+    )
+    return status == SubStatus.COMPLETED
+
+
+class InProcessExecutor:
+    """Flower SuperExec executor (its ``Executor`` protocol) that runs ClientApps here."""
+
+    def __init__(self) -> None:
+        self._cache = _AppCache()
+
+    def get_eligible_capacity(
+        self,
+        supported_task_types: set[TaskType],
+        *,
+        insecure: bool = False,
+        root_certificates_path: str | None = None,
+    ) -> tuple[set[TaskType], set[str]]:
+        del insecure, root_certificates_path
+        return supported_task_types & {TaskType.CLIENT_APP}, set()
+
+    def wait_for_capacity(
+        self,
+        task_type: TaskType | None = None,
+        *,
+        fab_hash: str | None = None,
+        insecure: bool = False,
+        root_certificates_path: str | None = None,
+    ) -> None:
+        del task_type, fab_hash, insecure, root_certificates_path
+
+    def launch(self, spec: ExecutionSpec) -> LaunchResult:
+        if spec.task_type != TaskType.CLIENT_APP:
+            return LaunchResult.failed(f"this runtime runs ClientApps only, not {spec.task_type}")
+        # Synchronous: Flower's loop acquires the next task once this one is done.
+        run_task(spec.runtime_api_address, spec.token, self._cache)
+        return LaunchResult.accepted()
+
+    def reconcile(self) -> None:
+        """Nothing to maintain: there is no pool."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.fl.warm_runtime",
+        description="Run a SuperNode's ClientApps in this one long-lived process "
+        "(the SuperNode must run with --isolation process).",
+    )
+    parser.add_argument(
+        "--runtime-api-address", required=True, help="the SuperNode's Runtime API, HOST:PORT"
+    )
+    parser.add_argument("--parent-pid", type=int, help="exit when this process (a SuperNode) exits")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per 0.1 s task poll
+    executor = InProcessExecutor()
+    flower_superexec.get_executor = lambda *a, **k: executor  # type: ignore[attr-defined]
+    logger.info("warm ClientApp runtime for %s", args.runtime_api_address)
+    flower_superexec.run_superexec(
+        runtime_api_address=args.runtime_api_address,
+        insecure=True,
+        parent_pid=args.parent_pid,
+    )
+
+
+if __name__ == "__main__":
+    main()
