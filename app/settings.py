@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="local KRaft controller port (0 = kafka_port + 1)"
     )
     kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker")
-    kafka_heap: str = Field("512m", description="max heap of the local broker JVM")
+    kafka_heap: str = Field("1g", description="heap of the local broker JVM (as Kafka's default)")
     silos: int = Field(3, ge=1, le=64, description="number of data silos (ids 0..silos-1)")
     input_partitions: int = Field(4, ge=1, le=256, description="partitions of input topics")
     data_dir: Path = Field(default_factory=default_data_dir, description="logs, state, reports")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import time
 from typing import Annotated, Any
 
@@ -12,6 +13,8 @@ import typer
 __all__ = ["register"]
 
 logger = logging.getLogger(__name__)
+
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 def register(app: typer.Typer, settings_from: Any) -> None:
@@ -41,6 +44,7 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         """
         from faust.worker import Worker
 
+        from app.stream.gc_pauses import settle_after_startup
         from app.stream.spec import feature_spec
         from app.stream.worker import create_worker_app
 
@@ -52,9 +56,13 @@ def register(app: typer.Typer, settings_from: Any) -> None:
             worker_id, spec.version, spec.n_features, settings.silo_ids, settings.bootstrap,
             settings.namespace,
         )  # fmt: skip
-        Worker(
-            handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False
-        ).execute_from_commandline()
+        worker = Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        settle_after_startup(worker)  # full GC off the chat path (app.stream.gc_pauses)
+        # Faust's consumer thread and the event loop hand every record over through the
+        # GIL; a 1 ms switch interval (Python: 5 ms) shortens those waits. bench chat p99:
+        # 45-54 ms in 3 runs with it, 51-165 ms in 5 runs without (2-core VM, noisy).
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        worker.execute_from_commandline()
 
     @app.command("tail")
     def tail(

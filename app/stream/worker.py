@@ -18,9 +18,11 @@ one commit interval; SIGTERM duplicates nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,9 @@ from faust.streams import _current_event
 from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord
 from app.settings import Settings
+from app.stream.gc_pauses import FULL_GC_INTERVAL_S, collect_old_garbage, gc_pauses
 from app.stream.loop_agents import attach_loop
+from app.stream.loop_lag import LoopLag
 from app.stream.processor import StreamProcessor, dead_letter
 from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, namespaced, silo_batches
 
@@ -43,6 +47,20 @@ logger = logging.getLogger(__name__)
 
 PRODUCER_BUFFER_MESSAGES = 50_000
 """Records Faust's producer buffer may hold before the streams wait for it (Faust: 100)."""
+
+COMMIT_INTERVAL_S = 1.0
+"""How often the worker flushes its write-behind and commits offsets (its own timer)."""
+
+FAUST_COMMIT_FALLBACK_S = 30.0
+"""Faust's own commit timer, left as a fallback; its pre-commit flush runs in one piece."""
+
+STATE_WRITE_CHUNK = 64
+"""Table writes between two yields to the event loop while the worker commits."""
+
+YIELD_EVERY_EVENTS = 8
+"""Transactions the agent handles before it yields to the event loop. Events already in
+Faust's queue are handed over without a yield, so a fetched burst of hundreds would run
+back to back while a chatbot request waits behind it."""
 
 SESSION_TIMEOUT_S = 10.0
 """Consumer group session timeout of a worker (heartbeats every 3 s)."""
@@ -75,6 +93,29 @@ def _trust_new_changelog(app: faust.App, table: Any, source_topic: str) -> str |
     return source_topic
 
 
+class CommitTimes:
+    """The longest of each commit step since last asked (how long it held the loop)."""
+
+    STEPS = ("frames", "outbox", "state chunk", "offsets", "inputs held")
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.longest = dict.fromkeys(self.STEPS, 0.0)
+
+    def add(self, **seconds: float) -> None:
+        """Record one commit's step durations (keyword = step with spaces as _)."""
+        self.commits += 1
+        for key, value in seconds.items():
+            step = key.replace("_", " ")
+            self.longest[step] = max(self.longest[step], value)
+
+    def take_summary(self) -> str:
+        steps = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.longest.items())
+        text = f"{self.commits} commits, longest {steps}"
+        self.commits, self.longest = 0, dict.fromkeys(self.STEPS, 0.0)
+        return text
+
+
 class WorkerHandle:
     """The Faust app plus the processor and the objects the agents share."""
 
@@ -83,17 +124,29 @@ class WorkerHandle:
         self.processor = processor
         self.last_event: dict[tuple[str, int], Any] = {}
         self.loop: Any = None  # app.stream.loop.StreamLoop, set by create_worker_app
+        self.commit_ms = CommitTimes()
+        self.loop_lag = LoopLag()
+        self.inputs_open = asyncio.Event()  # cleared while commit_in_steps runs
+        self.inputs_open.set()
 
 
 class CommitSensor(Sensor):
-    """Flush batches and write-behind state just before Faust commits offsets."""
+    """Flush batches and write-behind state just before Faust commits offsets.
 
-    def __init__(self, flush: Any) -> None:
+    Faust picks the offsets to commit right after this hook, in the same step of the
+    event loop; ``then`` runs last (it reopens the input agents: whatever they handle
+    from now on belongs to the next commit).
+    """
+
+    def __init__(self, flush: Any, then: Any = None) -> None:
         super().__init__()
         self._flush = flush
+        self._then = then
 
     def on_commit_initiated(self, consumer: Any) -> Any:
         self._flush()
+        if self._then is not None:
+            self._then()
         return super().on_commit_initiated(consumer)
 
 
@@ -119,7 +172,8 @@ def create_worker_app(
         value_serializer="raw",
         web_enabled=False,
         broker_commit_every=10_000,
-        broker_commit_interval=1.0,
+        # The worker commits on its own timer (commit_in_steps below); Faust's is a fallback.
+        broker_commit_interval=FAUST_COMMIT_FALLBACK_S,
         producer_linger_ms=5,
         producer_max_request_size=16 * 1024 * 1024,
         stream_buffer_maxsize=65536,
@@ -173,41 +227,86 @@ def create_worker_app(
 
     # The table writes go through Faust (not straight to the changelogs with librdkafka,
     # which was 5x faster but left commits stuck after a SIGKILL restart; see the README).
-    def write_dirty() -> None:
-        """Write changed profiles/states to their tables, in their partition's context."""
+    def dirty_chunks() -> Iterator[tuple[Any, str, int, list[tuple[str, bytes]]]]:
+        """Changed profiles/states in chunks: (table, source topic, partition, entries)."""
         profiles, states = processor.take_dirty()
         for (table, topic), dirty in (
             ((profiles_table, CUSTOMERS), profiles),
-            (
-                (windows_table, TRANSACTIONS),
-                states,
-            ),
+            ((windows_table, TRANSACTIONS), states),
         ):
             for partition, entries in dirty.items():
-                event = handle.last_event.get((topic, partition))
-                if event is None:
-                    continue
-                # Faust derives a table write's changelog partition from the current event.
-                token = _current_event.set(weakref.ref(event))
-                trusted = _trust_new_changelog(app, table, event.message.topic)
-                try:
-                    for cid, value in entries.items():
-                        table[cid.encode()] = value
-                finally:
-                    _current_event.reset(token)
-                    if trusted:
-                        table._verified_source_topics_for_partitions.discard(trusted)  # type: ignore[attr-defined]
+                items = list(entries.items())
+                for i in range(0, len(items), STATE_WRITE_CHUNK):
+                    yield table, topic, partition, items[i : i + STATE_WRITE_CHUNK]
+
+    def write_entries(table: Any, topic: str, partition: int, items: list[Any]) -> None:
+        """Write to a table in its partition's event context (the changelog partition)."""
+        event = handle.last_event.get((topic, partition))
+        if event is None:
+            return
+        token = _current_event.set(weakref.ref(event))
+        trusted = _trust_new_changelog(app, table, event.message.topic)
+        try:
+            for cid, value in items:
+                table[cid.encode()] = value
+        finally:
+            _current_event.reset(token)
+            if trusted:
+                table._verified_source_topics_for_partitions.discard(trusted)
 
     def flush_everything() -> None:
+        """Frames, then the outbox, then state: all in one piece (Faust's commit, rebalance)."""
+        t0 = time.perf_counter()
         send_frames(processor.flush_all(_now_ms()))
+        t1 = time.perf_counter()
         loop.flush()
-        write_dirty()
+        t2 = time.perf_counter()
+        for chunk in dirty_chunks():
+            write_entries(*chunk)
+        handle.commit_ms.add(frames=t1 - t0, outbox=t2 - t1, state_chunk=time.perf_counter() - t2)
 
-    app.sensors.add(CommitSensor(flush_everything))
+    @app.timer(interval=COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def commit_in_steps() -> None:
+        """Flush and commit while the input agents wait, yielding between table chunks.
+
+        Same order and content as :func:`flush_everything`, but the chatbot agent keeps
+        answering between chunks instead of waiting for hundreds of table writes. The
+        input agents hold their next event until Faust has picked the offsets to commit
+        (the sensor then reopens them), so what is committed is exactly what was written;
+        they do not wait for the broker to confirm the commit.
+        """
+        handle.inputs_open.clear()
+        try:
+            t0 = time.perf_counter()
+            send_frames(processor.flush_all(_now_ms()))
+            t1 = time.perf_counter()
+            loop.flush()
+            t2 = time.perf_counter()
+            state_s = 0.0
+            for chunk in dirty_chunks():
+                t = time.perf_counter()
+                write_entries(*chunk)
+                state_s = max(state_s, time.perf_counter() - t)
+                await asyncio.sleep(0)
+            t3 = time.perf_counter()
+            committing = asyncio.ensure_future(app.consumer.commit())
+            await asyncio.sleep(0)  # the commit's first step: sensor, offsets, inputs open
+            held = time.perf_counter() - t0
+            await committing
+            handle.commit_ms.add(
+                frames=t1 - t0, outbox=t2 - t1, state_chunk=state_s,
+                offsets=time.perf_counter() - t3, inputs_held=held,
+            )  # fmt: skip
+        finally:
+            handle.inputs_open.set()
+
+    app.sensors.add(CommitSensor(flush_everything, then=handle.inputs_open.set))
 
     @app.agent(customers)
     async def on_customers(stream: Any) -> None:
         async for event in stream.events():
+            if not handle.inputs_open.is_set():
+                await handle.inputs_open.wait()  # a commit is under way
             handle.last_event[(CUSTOMERS, event.message.partition)] = event
             try:
                 processor.on_customer(event.value, event.key, event.message.partition)
@@ -216,7 +315,13 @@ def create_worker_app(
 
     @app.agent(transactions)
     async def on_transactions(stream: Any) -> None:
+        seen = 0
         async for event in stream.events():
+            if not handle.inputs_open.is_set():
+                await handle.inputs_open.wait()  # a commit is under way
+            seen += 1
+            if seen % YIELD_EVERY_EVENTS == 0:
+                await asyncio.sleep(0)  # let a waiting chatbot request in (see constant)
             msg = event.message
             handle.last_event[(TRANSACTIONS, msg.partition)] = event
             now_ms = _now_ms()
@@ -239,12 +344,22 @@ def create_worker_app(
     async def flush_due_batches() -> None:
         send_frames(processor.flush_due(_now_ms()))
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_loop_lag() -> None:
+        await handle.loop_lag.run()
+
+    @app.timer(interval=FULL_GC_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def full_gc() -> None:
+        logger.debug("full GC in %.1f ms", collect_old_garbage() * 1000)
+
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_progress() -> None:
         c = processor.counters
         logger.info(
-            "customers %d, transactions %d, invalid %d, frames %d, rows per silo %s",
+            "customers %d, transactions %d, invalid %d, frames %d, rows per silo %s; %s; %s; %s",
             c.customers, c.transactions, c.invalid, c.frames, c.per_silo_rows,
+            handle.commit_ms.take_summary(), gc_pauses.take_summary(),
+            handle.loop_lag.take_summary(),
         )  # fmt: skip
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
