@@ -36,6 +36,14 @@ def demo_command(
     max_rows_per_round: Annotated[
         int, typer.Option(min=32, help="Most new rows a silo trains on per round.")
     ] = 5000,
+    min_rows_per_round: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Fewest new rows a silo trains on; with fewer it waits for a later round "
+            "(warm Flower rounds take ~2 s, so this sets how much data each round sees).",
+        ),
+    ] = 2500,
     fresh: Annotated[
         bool,
         typer.Option(help="Start the demo's own broker with empty storage (else keep its data)."),
@@ -68,6 +76,7 @@ def demo_command(
         batch_rows=batch_rows,
         batch_ms=batch_ms,
         max_rows_per_round=max_rows_per_round,
+        min_rows_per_round=min_rows_per_round,
         fresh_broker=fresh,
         live=live,
     )

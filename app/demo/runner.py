@@ -53,6 +53,7 @@ class DemoOptions:
     batch_rows: int = 256
     batch_ms: int = 1000
     max_rows_per_round: int = 5000
+    min_rows_per_round: int = 2500
     fresh_broker: bool = True
     live: bool = True
 
@@ -285,6 +286,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
     run_config = {
         "model-name": model,
         "max-rows-per-round": options.max_rows_per_round,
+        "min-rows": options.min_rows_per_round,
         "idle-backoff-max": 4.0,
         "round-timeout": 60.0,
         "init-prior": 0.01,  # ~ the synthetic fraud rate: no inverted early rounds
