@@ -1,4 +1,4 @@
-"""Faust wiring of :class:`app.stream.loop.StreamLoop`: chat agent, follower task, poll timer.
+"""Faust wiring of :class:`app.stream.loop.StreamLoop`: chat requests, follower, poll timer.
 
 :func:`attach_loop` is called once by :func:`app.stream.worker.create_worker_app`; the
 transaction agent there calls ``loop.sync_model`` and ``loop.on_joined`` itself.
@@ -14,18 +14,23 @@ import faust
 
 from app.features.spec import FeatureSpec
 from app.settings import Settings
+from app.stream.chat_reader import ChatRequestReader
 from app.stream.loop import Outbox, StreamLoop
 from app.stream.model_follower import ModelFollower
 from app.stream.processor import StreamProcessor
-from topics import CHATBOT_REQUESTS, MODEL_GLOBAL, namespaced
+from topics import CHATBOT_REQUESTS, MODEL_GLOBAL, TRANSACTIONS, WORKER_APP_ID, namespaced
 
-__all__ = ["FETCH_MAX_WAIT_MS", "attach_loop", "tune_fetch_wait"]
+__all__ = ["CHAT_POLL_S", "FETCH_MAX_WAIT_MS", "attach_loop", "tune_fetch_wait"]
 
 logger = logging.getLogger(__name__)
 
 FETCH_MAX_WAIT_MS = 20
 """Longest time the broker holds a fetch without data (Faust hard-codes 1500 ms, which
 would add up to 1.5 s to a chatbot answer whenever the stream is idle)."""
+
+
+CHAT_POLL_S = 0.002
+"""How often the event loop looks for chatbot requests while none are waiting."""
 
 
 def tune_fetch_wait(ms: int = FETCH_MAX_WAIT_MS) -> None:
@@ -69,15 +74,33 @@ def attach_loop(
         else None
     )
     loop = StreamLoop(spec, processor, Outbox(settings.bootstrap), follower, ns)
-    requests = app.topic(
-        namespaced(CHATBOT_REQUESTS, ns), key_serializer="raw", value_serializer="raw"
+    reader = ChatRequestReader(
+        settings.bootstrap,
+        namespaced(CHATBOT_REQUESTS, ns),
+        f"{namespaced(WORKER_APP_ID, ns)}-chat",
     )
+    transactions = namespaced(TRANSACTIONS, ns)
 
-    @app.agent(requests)
-    async def on_chat_requests(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            loop.on_chat_request(event.value, event.key, msg.topic, msg.partition, msg.offset)
+    @app.task  # type: ignore[untyped-decorator]
+    async def serve_chat_requests() -> None:
+        while True:
+            msgs = reader.poll()
+            for msg in msgs:
+                loop.on_chat_request(
+                    msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset()
+                )
+                reader.done(msg)
+            await asyncio.sleep(0 if msgs else CHAT_POLL_S)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def stop_chat_partitions(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        reader.follow(set())  # another worker may own them next
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def follow_chat_partitions(app_: Any, assigned: Any, **kwargs: Any) -> None:
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == transactions}
+        reader.follow(owned)
+        logger.info("answering chatbot requests of partitions %s", sorted(owned))
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_model_follower() -> None:
