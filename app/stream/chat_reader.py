@@ -30,6 +30,7 @@ class ChatRequestReader:
     def __init__(self, bootstrap: str, topic: str, group: str) -> None:
         self.topic = topic
         self._partitions: set[int] = set()
+        self._closed = False
         self._consumer = make_consumer(
             bootstrap,
             group,
@@ -47,7 +48,7 @@ class ChatRequestReader:
 
     def follow(self, partitions: set[int]) -> None:
         """Read exactly these partitions from now on (from the group's committed offsets)."""
-        if partitions == self._partitions:
+        if self._closed or partitions == self._partitions:
             return
         if self._partitions:
             self._commit()
@@ -56,14 +57,15 @@ class ChatRequestReader:
 
     def poll(self, max_records: int = 64) -> list[Any]:
         """Requests that are already here (never blocks); errors are skipped."""
-        if not self._partitions:
+        if self._closed or not self._partitions:
             return []
         msgs = self._consumer.consume(num_messages=max_records, timeout=0)
         return [m for m in msgs if m.error() is None]
 
     def done(self, msg: Any) -> None:
         """Mark a request answered: its offset may be committed."""
-        self._consumer.store_offsets(message=msg)
+        if not self._closed:
+            self._consumer.store_offsets(message=msg)
 
     def _commit(self) -> None:
         # KafkaError _NO_OFFSET when nothing was stored yet: nothing to commit
@@ -71,5 +73,9 @@ class ChatRequestReader:
             self._consumer.commit(asynchronous=False)
 
     def close(self) -> None:
+        """Commit what was answered and close; later calls of any method do nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._commit()
         self._consumer.close()

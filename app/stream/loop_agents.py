@@ -96,6 +96,10 @@ def attach_loop(
     async def stop_chat_partitions(app_: Any, revoked: Any, **kwargs: Any) -> None:
         reader.follow(set())  # another worker may own them next
 
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_chat_reader(app_: Any, **kwargs: Any) -> None:
+        reader.close()  # commits the offsets of the requests answered last
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def follow_chat_partitions(app_: Any, assigned: Any, **kwargs: Any) -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == transactions}
