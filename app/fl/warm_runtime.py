@@ -195,7 +195,11 @@ class InProcessExecutor:
         if spec.task_type != TaskType.CLIENT_APP:
             return LaunchResult.failed(f"this runtime runs ClientApps only, not {spec.task_type}")
         # Synchronous: Flower's loop acquires the next task once this one is done.
-        run_task(spec.runtime_api_address, spec.token, self._cache)
+        try:
+            run_task(spec.runtime_api_address, spec.token, self._cache)
+        except Exception as exc:  # e.g. the SuperNode went away mid-task: keep serving
+            logger.exception("task %d could not run", spec.task_id)
+            return LaunchResult.failed(str(exc))
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:

@@ -59,8 +59,9 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         worker = Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
         settle_after_startup(worker)  # full GC off the chat path (app.stream.gc_pauses)
         # Faust's consumer thread and the event loop hand every record over through the
-        # GIL; a 1 ms switch interval (Python: 5 ms) shortens those waits. bench chat p99:
-        # 45-54 ms in 3 runs with it, 51-165 ms in 5 runs without (2-core VM, noisy).
+        # GIL; a 1 ms switch interval (Python: 5 ms) shortens those waits. Measured while
+        # chat requests still came through Faust: bench chat p99 45-54 ms in 3 runs with
+        # it, 51-165 ms in 5 runs without (2-core VM, noisy).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         worker.execute_from_commandline()
 

@@ -86,9 +86,13 @@ def attach_loop(
         while True:
             msgs = reader.poll()
             for msg in msgs:
-                loop.on_chat_request(
-                    msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset()
-                )
+                try:
+                    loop.on_chat_request(
+                        msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset()
+                    )
+                except Exception:  # a bug on one request must not stop the answering
+                    logger.exception("chat request %s[%d]@%d failed", msg.topic(),
+                                     msg.partition(), msg.offset())  # fmt: skip
                 reader.done(msg)
             await asyncio.sleep(0 if msgs else CHAT_POLL_S)
 

@@ -269,8 +269,8 @@ def create_worker_app(
     async def commit_in_steps() -> None:
         """Flush and commit while the input agents wait, yielding between table chunks.
 
-        Same order and content as :func:`flush_everything`, but the chatbot agent keeps
-        answering between chunks instead of waiting for hundreds of table writes. The
+        Same order and content as :func:`flush_everything`, but chatbot requests are
+        answered between chunks instead of waiting for hundreds of table writes. The
         input agents hold their next event until Faust has picked the offsets to commit,
         so what is committed is what was written; they do not wait for the broker to
         confirm the commit. Whatever path commits (this one, Faust's fallback timer, a
@@ -322,11 +322,11 @@ def create_worker_app(
     async def on_transactions(stream: Any) -> None:
         seen = 0
         async for event in stream.events():
-            if not handle.inputs_open.is_set():
-                await handle.inputs_open.wait()  # a commit is under way
             seen += 1
             if seen % YIELD_EVERY_EVENTS == 0:
                 await asyncio.sleep(0)  # let a waiting chatbot request in (see constant)
+            if not handle.inputs_open.is_set():
+                await handle.inputs_open.wait()  # a commit is under way
             msg = event.message
             handle.last_event[(TRANSACTIONS, msg.partition)] = event
             now_ms = _now_ms()
