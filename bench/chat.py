@@ -146,11 +146,33 @@ def _chat_phase(
 def run_bench(
     settings: Settings, rate: float, chat_rate: float, seconds: float, customers: int
 ) -> dict[str, Any]:
-    """The measurement (see the module docstring); returns the figures."""
-    bootstrap = settings.bootstrap
+    """The measurement (see the module docstring) in a fresh namespace, deleted afterwards."""
     ns = f"benchchat{uuid.uuid4().hex[:6]}"
+    create_topics(settings.bootstrap, settings.silo_ids, settings.input_partitions, ns)
+    try:
+        return _measure(settings, ns, rate, chat_rate, seconds, customers)
+    finally:
+        _delete_namespace(settings.bootstrap, ns)
+
+
+def _delete_namespace(bootstrap: str, ns: str) -> None:
+    """Delete every topic of the namespace (catalogue topics and the worker's changelogs)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{ns}.")]
+    for future in (admin.delete_topics(names) if names else {}).values():
+        try:
+            future.result(timeout=30)
+        except Exception as exc:
+            logger.warning("could not delete a bench topic: %s", exc)
+
+
+def _measure(
+    settings: Settings, ns: str, rate: float, chat_rate: float, seconds: float, customers: int
+) -> dict[str, Any]:
+    bootstrap = settings.bootstrap
     spec = feature_spec(settings)
-    create_topics(bootstrap, settings.silo_ids, settings.input_partitions, ns)
     bank = SyntheticBank(customers=customers, silos=settings.silos, seed=7)
     events = bank.events()
     profiles = [next(events) for _ in range(customers)]
