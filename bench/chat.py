@@ -35,6 +35,7 @@ from confluent_kafka import TopicPartition
 from app.demo.report import latency_percentiles
 from app.features.spec import FeatureSpec
 from app.fl.model_store import make_model_frame
+from app.kafka.admin import delete_topics, make_admin
 from app.kafka.clients import make_consumer, make_producer
 from app.model.config import ModelConfig
 from app.model.params import init_arrays
@@ -152,20 +153,8 @@ def run_bench(
     try:
         return _measure(settings, ns, rate, chat_rate, seconds, customers)
     finally:
-        _delete_namespace(settings.bootstrap, ns)
-
-
-def _delete_namespace(bootstrap: str, ns: str) -> None:
-    """Delete every topic of the namespace (catalogue topics and the worker's changelogs)."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{ns}.")]
-    for future in (admin.delete_topics(names) if names else {}).values():
-        try:
-            future.result(timeout=30)
-        except Exception as exc:
-            logger.warning("could not delete a bench topic: %s", exc)
+        # every topic of the namespace: the catalogue and the worker's changelogs
+        delete_topics(make_admin(settings.bootstrap), prefix=f"{ns}.")
 
 
 def _measure(

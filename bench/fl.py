@@ -36,7 +36,9 @@ from app.features.spec import FeatureSpec
 from app.fl import processes
 from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics
 from app.fl.synthetic import synthetic_frames
+from app.kafka.admin import delete_topics, make_admin
 from app.model.bench_reference import compare_throughput
+from app.ports import port_free
 from app.settings import Settings
 
 __all__ = ["bench_decode", "bench_fl_command", "bench_rounds", "run_bench"]
@@ -51,7 +53,7 @@ def _free_port(span: int = 1) -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port + span < 65535 and all(processes._port_free(port + i) for i in range(span)):
+        if port + span < 65535 and all(port_free(port + i) for i in range(span)):
             return port
     raise RuntimeError("no free ports")
 
@@ -121,7 +123,7 @@ def bench_rounds(
                 docs = read_metrics(bootstrap, model)
         finally:
             processes.down(Path(tmp))
-            _delete_topics(bootstrap, [topics.silo_batches(s) for s in silos])
+            delete_topics(make_admin(bootstrap), [topics.silo_batches(s) for s in silos])
     if len(docs) < rounds:
         raise RuntimeError(f"only {len(docs)} of {rounds} rounds finished ({n_silos} silos)")
     seconds = [float(d["round_seconds"]) for d in docs]
@@ -141,17 +143,6 @@ def bench_rounds(
         "client_train_samples_per_s": statistics.median(train_rates) if train_rates else None,
         "final_roc_auc": docs[-1]["global"]["roc_auc"],
     }
-
-
-def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the futures
-    for future in admin.delete_topics(names).values():
-        try:
-            future.result(timeout=30)
-        except Exception as exc:
-            logger.warning("could not delete a bench topic: %s", exc)
 
 
 def run_bench(bootstrap: str, rounds: int = 4, rows: int = 10_000) -> dict[str, Any]:

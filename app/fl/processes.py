@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import tomli_w
 
 import topics
 from app.fl.config import DEFAULTS, FLConfig, FLConfigError
+from app.ports import port_free
 
 __all__ = [
     "APP_DIR",
@@ -103,18 +103,6 @@ def _env(root: Path) -> dict[str, str]:
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     return env
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # Connections of a just-stopped deployment linger in TIME_WAIT; only a listener
-        # makes the port busy (servers bind with SO_REUSEADDR too).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _alive(pid: int) -> bool:
@@ -195,7 +183,7 @@ def up(
     if current is not None and any(_alive(p) for p in current.pids().values()):
         raise FLError(f"federated training already runs from {current.root}; run `fl down` first")
     ports = [superlink_port] + [supernode_base_port + i for i in range(len(silo_ids))]
-    busy = [p for p in ports if not _port_free(p)]
+    busy = [p for p in ports if not port_free(p)]
     if busy:
         raise FLError(f"port(s) {', '.join(map(str, busy))} already in use; choose other ports")
     root = Path(data_dir) / "fl"

@@ -19,7 +19,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from topics import TopicSpec
 
-__all__ = ["ApplyReport", "TopicState", "apply_catalogue", "describe_topics", "make_admin"]
+__all__ = [
+    "ApplyReport",
+    "TopicState",
+    "apply_catalogue",
+    "delete_topics",
+    "describe_topics",
+    "make_admin",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +151,20 @@ def apply_catalogue(admin: AdminClient, specs: list[TopicSpec]) -> ApplyReport:
         len(report.unchanged), len(report.problems),
     )  # fmt: skip
     return report
+
+
+def delete_topics(admin: AdminClient, names: list[str] | None = None, prefix: str = "") -> int:
+    """Delete ``names``, or every topic starting with ``prefix``; returns how many went.
+
+    For benchmarks and tests cleaning up after themselves: a failure is logged, not raised.
+    """
+    if names is None:
+        names = [t for t in admin.list_topics(timeout=10).topics if prefix and t.startswith(prefix)]
+    deleted = 0
+    for name, future in (admin.delete_topics(names) if names else {}).items():
+        try:
+            future.result(timeout=30)
+            deleted += 1
+        except KafkaException as exc:
+            logger.warning("could not delete topic %s: %s", name, exc)
+    return deleted

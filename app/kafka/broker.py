@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
+
+from app.ports import port_free
 
 __all__ = ["BrokerError", "BrokerStatus", "LocalBroker", "wait_for_broker"]
 
@@ -65,16 +66,6 @@ class BrokerStatus:
     bootstrap: str
     version: str
     log: Path
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -252,7 +243,7 @@ class LocalBroker:
             wait_for_broker(self.bootstrap, timeout_s)
             return False, time.monotonic() - began
         for port in (self.port, self.controller_port):
-            if _port_in_use(port):
+            if not port_free(port):
                 raise BrokerError(
                     f"port {port} is already in use by another program; choose another port "
                     "with --port (or FEDSTREAM_KAFKA_PORT) or stop that program"

@@ -134,19 +134,15 @@ class CommitSensor(Sensor):
     """Flush batches and write-behind state just before Faust commits offsets.
 
     Faust picks the offsets to commit right after this hook, in the same step of the
-    event loop; ``then`` runs last (it reopens the input agents: whatever they handle
-    from now on belongs to the next commit).
+    event loop, whichever path commits (the worker's timer, Faust's, a rebalance).
     """
 
-    def __init__(self, flush: Any, then: Any = None) -> None:
+    def __init__(self, flush: Any) -> None:
         super().__init__()
         self._flush = flush
-        self._then = then
 
     def on_commit_initiated(self, consumer: Any) -> Any:
         self._flush()
-        if self._then is not None:
-            self._then()
         return super().on_commit_initiated(consumer)
 
 
@@ -254,16 +250,21 @@ def create_worker_app(
             if trusted:
                 table._verified_source_topics_for_partitions.discard(trusted)
 
-    def flush_everything() -> None:
-        """Frames, then the outbox, then state: all in one piece (Faust's commit, rebalance)."""
+    def flush_outputs() -> tuple[float, float]:
+        """Open micro-batches, then the enriched/reply outbox; returns both durations (s)."""
         t0 = time.perf_counter()
         send_frames(processor.flush_all(_now_ms()))
         t1 = time.perf_counter()
         loop.flush()
-        t2 = time.perf_counter()
+        return t1 - t0, time.perf_counter() - t1
+
+    def flush_everything() -> None:
+        """Outputs, then state: all in one piece (any commit's sensor, rebalance)."""
+        frames_s, outbox_s = flush_outputs()
+        t0 = time.perf_counter()
         for chunk in dirty_chunks():
             write_entries(*chunk)
-        handle.commit_ms.add(frames=t1 - t0, outbox=t2 - t1, state_chunk=time.perf_counter() - t2)
+        handle.commit_ms.add(frames=frames_s, outbox=outbox_s, state_chunk=time.perf_counter() - t0)
 
     @app.timer(interval=COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def commit_in_steps() -> None:
@@ -280,10 +281,7 @@ def create_worker_app(
         handle.inputs_open.clear()
         try:
             t0 = time.perf_counter()
-            send_frames(processor.flush_all(_now_ms()))
-            t1 = time.perf_counter()
-            loop.flush()
-            t2 = time.perf_counter()
+            frames_s, outbox_s = flush_outputs()
             state_s = 0.0
             for chunk in dirty_chunks():
                 t = time.perf_counter()
@@ -299,13 +297,13 @@ def create_worker_app(
             held = time.perf_counter() - t0
             await committing
             handle.commit_ms.add(
-                frames=t1 - t0, outbox=t2 - t1, state_chunk=state_s,
+                frames=frames_s, outbox=outbox_s, state_chunk=state_s,
                 offsets=time.perf_counter() - t3, inputs_held=held,
             )  # fmt: skip
         finally:
             handle.inputs_open.set()
 
-    app.sensors.add(CommitSensor(flush_everything, then=handle.inputs_open.set))
+    app.sensors.add(CommitSensor(flush_everything))
 
     @app.agent(customers)
     async def on_customers(stream: Any) -> None:

@@ -21,6 +21,7 @@ from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics, read_mo
 from app.fl.synthetic import synthetic_frames
 from app.kafka.clients import make_consumer
 from app.model.frame import decode_model
+from app.ports import port_free
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def _free_pair() -> int:
     """A port p with p and p + 1 free (SuperNode ports are consecutive)."""
     for _ in range(50):
         port = free_port()
-        if port < 65000 and processes._port_free(port + 1):
+        if port < 65000 and port_free(port + 1):
             return port
     raise RuntimeError("no two consecutive free ports")
 
