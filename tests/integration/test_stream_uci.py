@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.features.frames import decode_batch
-from app.produce import UCI_PROFILE_ATTRS, UCI_TXN_ATTRS, UciReplay, expected_rows, find_uci_csv
+from app.produce import UCI_PROFILE_ATTRS, UCI_TXN_ATTRS, UciReplay, expected_rows
 from app.produce.uci import UCI_FILE
 from app.stream.harness import read_topic
 from tests.integration.stream_support import (
@@ -20,17 +20,17 @@ from tests.integration.stream_support import (
     new_namespace,
     run_worker_over,
 )
+from tests.shared_data import find_shared_uci_csv, shared_dirs
 from topics import namespaced, silo_batches
 
 LIMIT = 2_000
-REPO = Path(__file__).resolve().parents[2]
 
 
 def uci_csv() -> Path:
-    """The CSV in ``../shared/data`` next to the repository (CI: a fresh clone); never skip."""
-    found = find_uci_csv(REPO.parent / "shared", REPO / "shared")
+    """The CSV in ``shared/data`` (see tests/shared_data.py); never skip."""
+    found = find_shared_uci_csv()
     if found is None:
-        pytest.fail(f"{UCI_FILE} not found under {REPO.parent / 'shared' / 'data'}")
+        pytest.fail(f"{UCI_FILE} not found under any of {shared_dirs()} (in data/)")
     return found
 
 

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
+import app.produce.uci as uci_module
 from app.produce.csv_replay import stable_silo
 from app.produce.uci import (
     UCI_PROFILE_ATTRS,
@@ -22,6 +23,7 @@ from app.produce.uci import (
     find_uci_csv,
     uci_csv_path,
 )
+from tests.shared_data import find_shared_uci_csv, shared_dirs
 from topics.catalogue import SCHEMA_DIR
 
 VALIDATORS = {
@@ -32,8 +34,8 @@ VALIDATORS = {
 
 @pytest.fixture(scope="module")
 def path() -> Path:
-    found = find_uci_csv(Path(__file__).resolve().parents[3] / "shared")
-    assert found is not None, "shared/data/UCI_Credit_Card.csv is missing"
+    found = find_shared_uci_csv()
+    assert found is not None, f"shared/data/UCI_Credit_Card.csv is missing from {shared_dirs()}"
     return found
 
 
@@ -42,9 +44,14 @@ def events(path: Path) -> list[Any]:
     return list(UciReplay(path, n_silos=3).events())
 
 
-def test_paths() -> None:
+def test_paths(tmp_path: Path) -> None:
     assert uci_csv_path("/x/shared") == Path("/x/shared/data/UCI_Credit_Card.csv")
-    assert find_uci_csv("/nonexistent") is not None  # falls back to the repo's shared dir
+    # falls back to the shared dir beside the repository (None where a clone has none)
+    beside = uci_csv_path(Path(uci_module.__file__).resolve().parents[3] / "shared")
+    assert find_uci_csv("/nonexistent") == (beside if beside.is_file() else None)
+    (tmp_path / "data").mkdir()
+    uci_csv_path(tmp_path).write_text("ID\n")
+    assert find_uci_csv("/nonexistent", tmp_path) == uci_csv_path(tmp_path)
 
 
 def test_thirty_thousand_customers_then_six_statements_each(events: list[Any]) -> None:
