@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from app.produce import cli
 from app.produce.cli import produce_app
+from tests.shared_data import find_shared_uci_csv, shared_dirs
 
 runner = CliRunner()
 
@@ -72,7 +73,10 @@ def test_csv_reports_a_missing_column_in_one_line(
 
 
 def test_uci_with_limit(sent: list[dict[str, Any]]) -> None:
-    result = runner.invoke(produce_app, ["uci", "--limit", "3", "--silos", "4"])
+    csv_path = find_shared_uci_csv()
+    assert csv_path is not None, f"UCI_Credit_Card.csv is missing from {shared_dirs()}"
+    args = ["uci", "--file", str(csv_path), "--limit", "3", "--silos", "4"]
+    result = runner.invoke(produce_app, args)
     assert result.exit_code == 0, result.output
     assert len(sent[0]["events"]) == 21
     assert sent[0]["total"] == 21
