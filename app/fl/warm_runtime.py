@@ -19,7 +19,9 @@ what a silo wants (one training job on its data at a time).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -195,6 +197,7 @@ class InProcessExecutor:
         if spec.task_type != TaskType.CLIENT_APP:
             return LaunchResult.failed(f"this runtime runs ClientApps only, not {spec.task_type}")
         # Synchronous: Flower's loop acquires the next task once this one is done.
+        logger.info("task %d acquired", spec.task_id)
         try:
             run_task(spec.runtime_api_address, spec.token, self._cache)
         except Exception as exc:  # e.g. the SuperNode went away mid-task: keep serving
@@ -221,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, help="exit when this process (a SuperNode) exits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per 0.1 s task poll
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per task poll
+    # `kill -USR1 <pid>` writes every thread's stack to the log: a hung task shows where.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     executor = InProcessExecutor()
     flower_superexec.get_executor = lambda *a, **k: executor  # type: ignore[attr-defined]
     logger.info("warm ClientApp runtime for %s", args.runtime_api_address)

@@ -7,6 +7,9 @@ rows; a restarted ServerApp resumes from the published model.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,15 +52,26 @@ def _wait_rounds(bootstrap: str, model: str, n: int, timeout_s: float) -> list[d
     raise AssertionError(f"only {len(docs)} of {n} rounds published in {timeout_s:.0f} s")
 
 
+def _dump_runtime_stacks(data_dir: Path) -> None:
+    """Ask each warm runtime to log its threads' stacks (shows where a stuck task waits)."""
+    dep = processes.FLDeployment.load(data_dir)
+    for name, pid in (dep.pids() if dep else {}).items():
+        if name.startswith("runtime-"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+    time.sleep(0.5)
+
+
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Path]:
     """The data dir of a local Flower deployment that is torn down whatever happens."""
     try:
         yield tmp_path
     finally:
+        _dump_runtime_stacks(tmp_path)
         processes.down(tmp_path)
         for log in sorted((tmp_path / "fl" / "logs").glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-15:]
+            tail = log.read_text(errors="replace").splitlines()[-40:]
             print(f"--- {log.name}\n" + "\n".join(tail))
 
 
