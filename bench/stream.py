@@ -157,8 +157,22 @@ def _profile_summary(raw: Path, top: int = 15) -> list[tuple[str, float]]:
     return [(f, round(100 * n / total, 1)) for f, n in leaf.most_common(top)]
 
 
-def run_bench(
+def run_bench(bootstrap: str, **knobs: Any) -> dict[str, Any]:
+    """The measurement (see the module docstring) in a fresh namespace, deleted afterwards."""
+    from app.kafka.admin import delete_topics, make_admin
+
+    ns = f"bench{uuid.uuid4().hex[:8]}"
+    try:
+        return _measure(bootstrap, ns, **knobs)
+    finally:
+        admin = make_admin(bootstrap)  # inputs, frames, changelogs, and the passthrough's
+        deleted = delete_topics(admin, prefix=f"{ns}.") + delete_topics(admin, prefix=f"{ns}-pt.")
+        print(f"deleted the {deleted} topics of namespace {ns}")
+
+
+def _measure(
     bootstrap: str,
+    ns: str,
     events: int,
     customers: int,
     silos: int,
@@ -178,7 +192,6 @@ def run_bench(
     )
     from topics import CUSTOMERS, TRANSACTIONS, namespaced
 
-    ns = f"bench{uuid.uuid4().hex[:8]}"
     create_topics(bootstrap, list(range(silos)), 4, ns)
     inputs = [namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)]
     bank = SyntheticBank(customers=customers, silos=silos, seed=1)
@@ -190,6 +203,11 @@ def run_bench(
     produce_records(bootstrap, ((tp, k, v) for tp, k, v, _ts in backlog))
     print(f"produced the backlog of {events:,} events in {time.perf_counter() - t:.1f} s")
     n_txn = sum(1 for tp, *_ in backlog if tp == inputs[1])
+    if n_txn == 0:  # the synthetic bank opens every customer before the first transaction
+        raise typer.BadParameter(
+            f"the backlog of {events:,} events has no transaction: "
+            f"use more --events than --customers ({customers:,})"
+        )
 
     # 1. backlog through one worker
     args = ["--batch-rows", str(batch_rows), "--batch-ms", str(batch_ms)]
@@ -211,6 +229,8 @@ def run_bench(
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         frames = _frames(bootstrap, ns, silos)
+        if not frames:
+            raise RuntimeError(f"the worker wrote no frame; see {worker.log_path}")
         rows = sum(f[2] for f in frames)
         span_ms = frames[-1][0] - frames[0][0]
         sustained = (rows - frames[0][2]) / (span_ms / 1000.0) if span_ms > 0 else 0.0
@@ -305,8 +325,17 @@ def bench_stream_command(
             bootstrap = broker.bootstrap
             print(f"started a temporary broker on {bootstrap}")
         try:
-            result = run_bench(bootstrap, events, customers, settings.silos, batch_rows,
-                               batch_ms, latency_events, profile, work)  # fmt: skip
+            result = run_bench(
+                bootstrap,
+                events=events,
+                customers=customers,
+                silos=settings.silos,
+                batch_rows=batch_rows,
+                batch_ms=batch_ms,
+                latency_events=latency_events,
+                profile=profile,
+                work_dir=work,
+            )
         finally:
             if broker is not None:
                 broker.stop()

@@ -206,6 +206,11 @@ class Backoff:
         self.maximum = maximum
         self._next = start
 
+    @classmethod
+    def up_to(cls, maximum: float) -> Backoff:
+        """Start at 1 s, or at ``maximum`` when the run config allows less than that."""
+        return cls(min(1.0, maximum), maximum)
+
     def next(self) -> float:
         """The next sleep in seconds (and double the one after)."""
         value = self._next

@@ -99,7 +99,7 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
     names = param_names(model_cfg)
     state = initial_state(cfg, model_cfg, spec_version)
     strategy = build_strategy(cfg)
-    backoff = Backoff(1.0, cfg.idle_backoff_max)
+    backoff = Backoff.up_to(cfg.idle_backoff_max)
     done = idle = 0
     while cfg.num_rounds == 0 or done < cfg.num_rounds:
         t0 = time.perf_counter()

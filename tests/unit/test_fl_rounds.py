@@ -91,6 +91,14 @@ def test_backoff_doubles_caps_and_resets() -> None:
     assert backoff.next() == 1.0
 
 
+def test_idle_backoff_accepts_a_maximum_below_one_second() -> None:
+    # any idle-backoff-max > 0 passes the run-config check, so the server must accept it
+    assert [Backoff.up_to(0.5).next() for _ in range(2)] == [0.5, 0.5]
+    assert Backoff.up_to(30.0).next() == 1.0
+    with pytest.raises(ValueError):
+        Backoff(2.0, 1.0)
+
+
 def _rare_outlying_positives(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """1.5 % positives that are outliers (3x the spread), as frauds are in the demo."""
     y = (rng.random(rows) < 0.015).astype(np.float32)
