@@ -14,6 +14,11 @@ spawning one. A task goes through the same Runtime API steps as Flower's
 call it; push the reply and the task status. Imports, jitted functions and the loaded
 ClientApp stay warm from one round to the next. Tasks run one at a time, which is also
 what a silo wants (one training job on its data at a time).
+
+Flower's task-side HTTP handling assumes a disposable process per task: a refused task
+token SIGINTs the process, a stopped run raises a ``BaseException``. Here the task's
+calls use their own retry policy and heartbeat, so a task the SuperNode withdraws (its
+run stopped while the message was still arriving) ends that task only.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import argparse
 import faulthandler
 import logging
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 from flwr.app import Context, Message
 from flwr.app.error import Error
 from flwr.cli.install import install_from_fab
@@ -33,10 +41,14 @@ from flwr.clientapp.utils import get_load_client_app_fn
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
 from flwr.proto.node_pb2 import Node
-from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest
+from flwr.proto.runtime_pb2 import (
+    PullAppMessagesRequest,
+    PullTaskInputRequest,
+    SendTaskHeartbeatRequest,
+)
 from flwr.supercore.constant import TaskType
 from flwr.supercore.fab import Fab
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.heartbeat import HeartbeatSender
 from flwr.supercore.inflatable.inflatable_protobuf_utils import (
     make_confirm_message_received_fn_protobuf,
     make_pull_object_fn_protobuf,
@@ -46,8 +58,8 @@ from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
 )
-from flwr.supercore.retry import make_simple_http_retry_invoker
-from flwr.supercore.run import Run
+from flwr.supercore.retry.retry_invoker import RetryInvoker, exponential
+from flwr.supercore.run import Run, RunNotRunningException
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.superexec import run_superexec as flower_superexec
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
@@ -106,7 +118,61 @@ def pull_task_input(client: RuntimeHttpClient) -> tuple[Message, Context, Run, F
     return message, context, run_from_proto(res.run), fab_from_proto(res.fab)
 
 
-def run_task(address: str, token: str, cache: _AppCache) -> bool:
+# Runtime API status codes worth retrying; any other error status ends the task.
+_RETRY_STATUS = frozenset({502, 503, 504})
+_CALL_RETRY_S = 60.0
+# The SuperNode withdrew the task: its token is no longer valid (401) or its run stopped
+# (403). Happens when a run stops while the SuperNode still receives one of its messages.
+_WITHDRAWN_STATUS = frozenset({401, 403})
+
+
+def _task_retry_invoker() -> RetryInvoker:
+    """Retries of one task's Runtime API calls that end the task, never this process.
+
+    Flower's own invoker is made for one process per task: on 401 it SIGINTs its own
+    process, and it turns 403 into ``RunNotRunningException``, a ``BaseException``.
+    """
+    return RetryInvoker(
+        wait_gen_factory=lambda: exponential(base_delay=0.05, max_delay=2),
+        recoverable_exceptions=(httpx.TransportError, httpx.HTTPStatusError),
+        max_tries=None,
+        max_time=_CALL_RETRY_S,
+        should_giveup=lambda exc: (
+            isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code not in _RETRY_STATUS
+        ),
+    )
+
+
+def _is_withdrawn(exc: BaseException) -> bool:
+    if isinstance(exc, RunNotRunningException):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in _WITHDRAWN_STATUS
+
+
+def _heartbeat_fn(client: RuntimeHttpClient, withdrawn: threading.Event) -> Callable[[], bool]:
+    """Flower's task heartbeat, except that a rejected one marks the task withdrawn
+    (Flower's raises SIGINT in the process: right for a process per task, not here)."""
+    request = SendTaskHeartbeatRequest()
+
+    def beat() -> bool:
+        if withdrawn.is_set():
+            return True
+        try:
+            accepted = client.SendTaskHeartbeat(request).success
+        except httpx.TransportError:
+            return False  # retried by the HeartbeatSender
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in _RETRY_STATUS:
+                return False
+            accepted = False
+        if not accepted:
+            withdrawn.set()
+        return True
+
+    return beat
+
+
+def run_task(address: str, token: str, cache: _AppCache | None = None) -> bool:
     """Run one ClientApp task in this process; True when it completed.
 
     Mirrors ``flwr.supernode.runtime.run_clientapp.run_clientapp`` without its process
@@ -121,9 +187,10 @@ def run_task(address: str, token: str, cache: _AppCache) -> bool:
             RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
             RuntimeTokenHttpInterceptor(token),
         ],
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=_task_retry_invoker(),
     )
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    withdrawn = threading.Event()
+    heartbeat = HeartbeatSender(_heartbeat_fn(client, withdrawn))
     heartbeat.start()
     message = reply = context = None
     status, details = SubStatus.FAILED, "ClientApp task failed"
@@ -131,29 +198,34 @@ def run_task(address: str, token: str, cache: _AppCache) -> bool:
     t_app = t_push = t0
     try:
         message, context, run, fab = pull_task_input(client)
-        app = cache.get(run.fab_id, run.fab_version, fab.hash_str, fab.content)
+        app = (cache or _AppCache()).get(run.fab_id, run.fab_version, fab.hash_str, fab.content)
         t_app = time.perf_counter()
         reply = app(message=message, context=context)
         status, details = SubStatus.COMPLETED, ""
-    except Exception as exc:  # the silo keeps serving the next rounds
-        code = (
-            ErrorCode.LOAD_CLIENT_APP_EXCEPTION
-            if isinstance(exc, LoadClientAppError)
-            else ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-        )
-        details = f"{type(exc)}:<'{exc}'>"
-        logger.exception("ClientApp task failed")
-        if message is not None:
-            reply = Message(Error(code=code, reason=details), reply_to=message)
+    except (Exception, RunNotRunningException) as exc:  # the silo serves the next rounds
+        if _is_withdrawn(exc) or withdrawn.is_set():
+            withdrawn.set()
+            logger.warning("task withdrawn by the SuperNode (its run stopped): %r", exc)
+        else:
+            code = (
+                ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+                if isinstance(exc, LoadClientAppError)
+                else ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+            )
+            details = f"{type(exc)}:<'{exc}'>"
+            logger.exception("ClientApp task failed")
+            if message is not None:
+                reply = Message(Error(code=code, reason=details), reply_to=message)
     finally:
         t_push = time.perf_counter()
-        try:
-            if reply is not None and context is not None:
-                push_message(client, reply, context)
-        except Exception:
-            logger.exception("could not push the reply to the SuperNode")
-            status = SubStatus.FAILED
-        push_task_output(client, context, status, details)
+        if not withdrawn.is_set():  # a withdrawn task has nobody to report to
+            try:
+                if reply is not None and context is not None:
+                    push_message(client, reply, context)
+            except (Exception, RunNotRunningException):
+                logger.exception("could not push the reply to the SuperNode")
+                status = SubStatus.FAILED
+            push_task_output(client, context, status, details)
         heartbeat.stop()
         client.close()
     logger.info(
@@ -200,7 +272,7 @@ class InProcessExecutor:
         logger.info("task %d acquired", spec.task_id)
         try:
             run_task(spec.runtime_api_address, spec.token, self._cache)
-        except Exception as exc:  # e.g. the SuperNode went away mid-task: keep serving
+        except (Exception, RunNotRunningException) as exc:  # e.g. SuperNode gone: keep serving
             logger.exception("task %d could not run", spec.task_id)
             return LaunchResult.failed(str(exc))
         return LaunchResult.accepted()

@@ -1,8 +1,9 @@
 """The warm ClientApp runtime on REAL Flower: a failing round does not end the silo.
 
-One SuperLink + one SuperNode (``--isolation process``) + its warm runtime. The silo's
-topic is deleted mid-run, so its ClientApp raises; the runtime must answer with an error,
-stay up in the same process and train again once data is back.
+One SuperLink + one SuperNode (``--isolation process``) + its warm runtime. A task whose
+token the SuperNode refuses ends without harm. The silo's topic is deleted mid-run, so
+its ClientApp raises; the runtime must answer with an error, stay up in the same process
+and train again once data is back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import topics
 from app.fl import processes
 from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics
 from app.fl.synthetic import synthetic_frames
+from app.fl.warm_runtime import run_task
 from tests.integration.conftest import free_port
 from tests.integration.test_fl_rounds import _wait_rounds, deployment  # noqa: F401
 
@@ -81,6 +83,11 @@ def test_failed_round_keeps_the_runtime_serving(
     assert "runtime_pid" in dep.supernodes[str(silo)]
     _wait_rounds(kafka_bootstrap, model, 1, timeout_s=90)
     log = deployment / "fl" / "logs" / f"runtime-{silo}.log"
+
+    # Execute: a task the SuperNode withdrew (its token is refused, as after a run stops)
+    # ends that task only; Flower's own retry logic would SIGINT this very process
+    address = f"127.0.0.1:{dep.supernodes[str(silo)]['port']}"
+    assert run_task(address, "a-withdrawn-token") is False
 
     # Execute: the silo topic disappears, so the ClientApp raises; then data comes back
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
