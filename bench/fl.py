@@ -18,7 +18,6 @@ are deleted afterwards; Flower runs in a temporary data dir on free ports.
 from __future__ import annotations
 
 import logging
-import socket
 import statistics
 import tempfile
 import time
@@ -38,7 +37,7 @@ from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics
 from app.fl.synthetic import synthetic_frames
 from app.kafka.admin import delete_topics, make_admin
 from app.model.bench_reference import compare_throughput
-from app.ports import port_free
+from app.ports import free_port
 from app.settings import Settings
 
 __all__ = ["bench_decode", "bench_fl_command", "bench_rounds", "run_bench"]
@@ -46,16 +45,6 @@ __all__ = ["bench_decode", "bench_fl_command", "bench_rounds", "run_bench"]
 logger = logging.getLogger(__name__)
 
 TARGETS = {"round_overhead_s_4_silos": 5.0, "train_ratio": 0.8, "decode_rows_per_s": 1e6}
-
-
-def _free_port(span: int = 1) -> int:
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + span < 65535 and all(port_free(port + i) for i in range(span)):
-            return port
-    raise RuntimeError("no free ports")
 
 
 def bench_decode(n_features: int, rows: int = 10_000, repeats: int = 200) -> dict[str, float]:
@@ -111,8 +100,8 @@ def bench_rounds(
                 data_dir=Path(tmp),
                 bootstrap=bootstrap,
                 silo_ids=silos,
-                superlink_port=_free_port(),
-                supernode_base_port=_free_port(n_silos),
+                superlink_port=free_port(),
+                supernode_base_port=free_port(n_silos),
                 run_config=run_config,
                 warm_clients=warm_clients,
             )

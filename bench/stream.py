@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,6 @@ __all__ = ["bench_stream_command", "run_bench"]
 logger = logging.getLogger(__name__)
 
 TARGETS = {"worker_events_per_s": 50_000.0, "ratio": 0.5}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _py_spy() -> str:
@@ -308,6 +301,7 @@ def bench_stream_command(
     import orjson
 
     from app.kafka.broker import BrokerError, LocalBroker, wait_for_broker
+    from app.ports import free_port
     from app.settings import Settings
 
     settings = Settings(**dict(ctx.obj or {}))
@@ -319,7 +313,7 @@ def bench_stream_command(
             wait_for_broker(bootstrap, timeout_s=3)
         except BrokerError:
             broker = LocalBroker(
-                work, settings.cache_dir, port=_free_port(), controller_port=_free_port()
+                work, settings.cache_dir, port=free_port(), controller_port=free_port()
             )
             broker.start(timeout_s=180)
             bootstrap = broker.bootstrap

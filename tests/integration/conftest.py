@@ -8,7 +8,6 @@ temporary data directory on free ports, or an existing broker is used when
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.kafka.broker import LocalBroker, wait_for_broker
+from app.ports import free_port
 from app.settings import default_cache_dir
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -24,21 +24,11 @@ from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics, read_mo
 from app.fl.synthetic import synthetic_frames
 from app.kafka.clients import make_consumer
 from app.model.frame import decode_model
-from app.ports import port_free
-from tests.integration.conftest import free_port
+from app.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 ROWS_PER_ROUND = 1000
-
-
-def _free_pair() -> int:
-    """A port p with p and p + 1 free (SuperNode ports are consecutive)."""
-    for _ in range(50):
-        port = free_port()
-        if port < 65000 and port_free(port + 1):
-            return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 def _wait_rounds(bootstrap: str, model: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
@@ -109,7 +99,7 @@ def test_rounds_publish_learn_isolate_and_resume(
         bootstrap=kafka_bootstrap,
         silo_ids=silos,
         superlink_port=free_port(),
-        supernode_base_port=_free_pair(),
+        supernode_base_port=free_port(span=2),
         run_config=run_config,
         warm_clients=warm,
     )

@@ -19,7 +19,7 @@ from app.fl import processes
 from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics
 from app.fl.synthetic import synthetic_frames
 from app.fl.warm_runtime import run_task
-from tests.integration.conftest import free_port
+from app.ports import free_port
 from tests.integration.test_fl_rounds import _wait_rounds, deployment  # noqa: F401
 
 pytestmark = pytest.mark.integration
