@@ -4,6 +4,14 @@ A silo sends two integer histograms of predicted probabilities (positives, negat
 the sum of log losses and the labelled row count. Histograms add, so the server gets
 the global ROC AUC, PR AUC and log loss of the pooled data exactly as if it had seen all
 scores (up to the bin width). A global AUC is never an average of per-silo AUCs.
+
+Bins are uniform in **log-odds** ``log(p / (1 - p))`` on ``[-LOGIT_MAX, LOGIT_MAX]``
+(probabilities 1e-7 .. 1 - 1e-7), not in probability: a calibrated rare-event model puts
+most rows and many positives below p = 0.001, which equal-width bins on [0, 1] lumped
+into one tie (measured: ROC AUC 0.025 low). With 1,000 log-odds bins (width 0.032) the
+error against the exact rank AUC is ~1e-5 at 0.2 % positives (unit test). PR AUC is
+average precision; positives inside a bin are credited at their expected rank within it
+(the bin's rows in random order), which removes the step bias of one threshold per bin.
 """
 
 from __future__ import annotations
@@ -16,12 +24,27 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LOG_LOSS_EPS", "ScoreHistogram", "merge_histograms"]
+__all__ = ["LOGIT_MAX", "LOG_LOSS_EPS", "ScoreHistogram", "bin_of", "merge_histograms"]
 
 logger = logging.getLogger(__name__)
 
 LOG_LOSS_EPS = 1e-7
+LOGIT_MAX = float(np.log((1.0 - LOG_LOSS_EPS) / LOG_LOSS_EPS))  # ~16.12
 I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+def bin_of(scores: npt.ArrayLike, n_bins: int) -> I64:
+    """Bin index of each probability: uniform in log-odds on ``[-LOGIT_MAX, LOGIT_MAX]``.
+
+    Monotone in the score, so ranks across bins are exact; scores beyond the range go to
+    the first or last bin.
+    """
+    p = np.clip(np.asarray(scores, dtype=np.float64), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
+    z = np.log(p) - np.log1p(-p)
+    idx = np.floor((z + LOGIT_MAX) * (n_bins / (2.0 * LOGIT_MAX))).astype(np.int64)
+    out: I64 = np.clip(idx, 0, n_bins - 1)
+    return out
 
 
 def _zeros(n: int) -> I64:
@@ -83,7 +106,7 @@ class ScoreHistogram:
         if np.any(~np.isfinite(s)):
             raise ValueError("scores must be finite")
         s = np.clip(s, 0.0, 1.0)
-        bins = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+        bins = bin_of(s, n_bins)
         pos = np.bincount(bins[is_pos], minlength=n_bins).astype(np.int64)
         neg = np.bincount(bins[~is_pos], minlength=n_bins).astype(np.int64)
         p = np.clip(s, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
@@ -126,19 +149,27 @@ class ScoreHistogram:
         return float(wins / (float(n_pos) * float(n_neg)))
 
     def pr_auc(self) -> float:
-        """Average precision with one threshold per bin, from high to low scores.
+        """Average precision ``AP = mean over positives of the precision at their rank``.
 
-        ``AP = sum_k (R_k - R_{k-1}) * P_k``; NaN when there are no positives.
+        Bins are visited from high to low scores. Inside a bin with ``p`` positives and
+        ``n`` negatives the rows are taken in random order: the ``k``-th positive is
+        expected after ``n (k - 1/2) / p`` of the bin's negatives. NaN without positives.
         """
         n_pos = self.positives
         if n_pos == 0:
             return float("nan")
-        tp = np.cumsum(self.pos[::-1]).astype(np.float64)
-        fp = np.cumsum(self.neg[::-1]).astype(np.float64)
-        predicted = tp + fp
-        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-        recall_gain = self.pos[::-1].astype(np.float64) / n_pos
-        return float(np.sum(recall_gain * precision))
+        pos = self.pos[::-1].astype(np.float64)
+        neg = self.neg[::-1].astype(np.float64)
+        tp_before = np.cumsum(pos) - pos
+        fp_before = np.cumsum(neg) - neg
+        bins = np.flatnonzero(pos > 0)
+        counts = self.pos[::-1][bins]
+        b = np.repeat(bins, counts)  # one entry per positive
+        start = np.cumsum(counts) - counts
+        k = np.arange(b.size, dtype=np.float64) - np.repeat(start, counts) + 1.0
+        tp = tp_before[b] + k
+        fp = fp_before[b] + neg[b] * (k - 0.5) / pos[b]
+        return float(np.sum(tp / (tp + fp)) / n_pos)
 
     def log_loss(self) -> float:
         """Mean log loss over labelled examples (NaN when empty)."""
@@ -200,6 +231,41 @@ class ScoreHistogram:
             float(data["loss_sum"]),
             int(data["count"]),
         )
+
+    def to_sparse(self) -> dict[str, int | float | list[int]]:
+        """Compact dict: only the non-empty bins (``bins``, ``pos``, ``neg`` lists).
+
+        What ``fl.metrics`` and model frames carry so that whole-run figures survive a
+        restart without storing thousands of zeros.
+        """
+        used = np.flatnonzero((self.pos + self.neg) > 0)
+        return {
+            "n_bins": self.n_bins,
+            "bins": [int(v) for v in used],
+            "pos": [int(v) for v in self.pos[used]],
+            "neg": [int(v) for v in self.neg[used]],
+            "loss_sum": self.loss_sum,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_sparse(cls, data: Mapping[str, Any]) -> ScoreHistogram:
+        """Inverse of :meth:`to_sparse` (raises ValueError when malformed)."""
+        missing = {"n_bins", "bins", "pos", "neg", "loss_sum", "count"} - set(data)
+        if missing:
+            raise ValueError(f"sparse histogram is missing keys {sorted(missing)}")
+        n_bins = int(data["n_bins"])
+        used = np.asarray(data["bins"], dtype=np.int64).reshape(-1)
+        pos_used = np.asarray(data["pos"], dtype=np.int64).reshape(-1)
+        neg_used = np.asarray(data["neg"], dtype=np.int64).reshape(-1)
+        if not used.shape == pos_used.shape == neg_used.shape:
+            raise ValueError("sparse histogram lists differ in length")
+        if used.size and (used.min() < 0 or used.max() >= n_bins):
+            raise ValueError(f"sparse histogram bin outside 0..{n_bins - 1}")
+        pos, neg = _zeros(n_bins), _zeros(n_bins)
+        np.add.at(pos, used, pos_used)
+        np.add.at(neg, used, neg_used)
+        return cls(n_bins, pos, neg, float(data["loss_sum"]), int(data["count"]))
 
 
 def merge_histograms(hists: Iterable[ScoreHistogram]) -> ScoreHistogram:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.model.metrics import ScoreHistogram, merge_histograms
+from app.model.metrics import LOGIT_MAX, ScoreHistogram, bin_of, merge_histograms
 
 
 def exact_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -18,17 +18,14 @@ def exact_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def exact_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """AP with one threshold per distinct score, descending."""
-    values = np.unique(scores)[::-1]
-    n_pos = int((labels > 0).sum())
-    ap, prev_recall = 0.0, 0.0
-    for v in values:
-        above = scores >= v
-        tp = int((labels[above] > 0).sum())
-        recall = tp / n_pos
-        ap += (recall - prev_recall) * tp / int(above.sum())
-        prev_recall = recall
-    return ap
+    """AP with one threshold per distinct score, descending (sklearn's convention)."""
+    order = np.argsort(-scores, kind="stable")
+    s, pos = scores[order], (labels[order] > 0).astype(np.float64)
+    last = np.r_[s[1:] != s[:-1], True]  # last row of each group of equal scores
+    tp = np.cumsum(pos)[last]
+    predicted = np.flatnonzero(last) + 1.0
+    recall_gain = np.diff(np.r_[0.0, tp]) / pos.sum()
+    return float(np.sum(recall_gain * tp / predicted))
 
 
 def _random_problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,19 +49,53 @@ def test_histogram_auc_close_to_exact_on_random_scores() -> None:
 
 
 def test_histogram_auc_exact_when_scores_on_bin_centres() -> None:
-    # Prepare: many ties, every score on a bin centre
+    # Prepare: many ties, every score on a bin centre (bins are uniform in log-odds)
     rng = np.random.default_rng(1)
     n_bins = 50
     labels = (rng.random(3000) < 0.4).astype(np.int64)
     bins = np.clip(rng.integers(0, 30, size=3000) + 15 * labels, 0, n_bins - 1)
-    scores = (bins + 0.5) / n_bins
+    z = -LOGIT_MAX + (bins + 0.5) * (2 * LOGIT_MAX / n_bins)
+    scores = 1.0 / (1.0 + np.exp(-z))
 
     # Execute
     hist = ScoreHistogram.from_scores(scores, labels, n_bins=n_bins)
 
-    # Assert
+    # Assert: every score landed in its own bin; rank AUC with ties counted 1/2 is exact
+    np.testing.assert_array_equal(bin_of(scores, n_bins), bins)
     assert hist.roc_auc() == pytest.approx(exact_roc_auc(scores, labels), abs=1e-12)
-    assert hist.pr_auc() == pytest.approx(exact_average_precision(scores, labels), abs=1e-12)
+
+
+def _calibrated_rare_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of a perfectly calibrated model whose labels are drawn from its scores."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(-8.0, 2.0, n)  # log-odds; ~0.2 % positives, 95 % of rows below p=0.005
+    scores = 1.0 / (1.0 + np.exp(-z))
+    labels = (rng.random(n) < scores).astype(np.int64)
+    return scores, labels
+
+
+def test_merged_rare_event_metrics_match_exact_values() -> None:
+    # Prepare: three silos of a calibrated model at about 0.2 % positives
+    parts = [
+        _calibrated_rare_scores(n, seed) for n, seed in ((150_000, 10), (90_000, 11), (60_000, 12))
+    ]
+    scores = np.concatenate([s for s, _ in parts])
+    labels = np.concatenate([lab for _, lab in parts])
+    assert 0.0015 < labels.mean() < 0.003
+    assert np.mean(scores < 0.001) > 0.5  # where equal-width bins on [0, 1] lumped rows
+
+    # Execute: silo histograms merged (the federated server's view)
+    merged = merge_histograms(ScoreHistogram.from_scores(s, lab) for s, lab in parts)
+
+    # Assert
+    assert abs(merged.roc_auc() - exact_roc_auc(scores, labels)) < 0.002
+    assert abs(merged.pr_auc() - exact_average_precision(scores, labels)) < 0.005
+    # the old equal-width binning was measurably biased on the same scores
+    lin = np.minimum((scores * 1000).astype(np.int64), 999)
+    pos = np.bincount(lin[labels == 1], minlength=1000).astype(float)
+    neg = np.bincount(lin[labels == 0], minlength=1000).astype(float)
+    old_auc = np.sum(pos * (np.cumsum(neg) - neg + 0.5 * neg)) / (pos.sum() * neg.sum())
+    assert exact_roc_auc(scores, labels) - old_auc > 0.005
 
 
 def test_merged_silos_give_pooled_auc_not_average() -> None:
@@ -120,6 +151,13 @@ def test_transport_round_trips() -> None:
         np.testing.assert_array_equal(back.neg, hist.neg)
         assert back.loss_sum == hist.loss_sum
     assert all(isinstance(v, int) for v in hist.to_dict()["pos"])  # type: ignore[union-attr]
+    sparse = hist.to_sparse()
+    back = ScoreHistogram.from_sparse(sparse)
+    np.testing.assert_array_equal(back.pos, hist.pos)
+    np.testing.assert_array_equal(back.neg, hist.neg)
+    assert len(sparse["bins"]) < 100  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bin outside"):
+        ScoreHistogram.from_sparse({**sparse, "bins": [100] * len(sparse["bins"])})  # type: ignore[arg-type]
 
 
 def test_empty_and_one_class_are_nan_and_bins_must_match() -> None:
