@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.features.records import ChatRequest, Customer
+from app.features.validation import InvalidRecord
 
 __all__ = [
     "FEATURE_PHRASES",
     "RiskFacts",
     "build_reply",
+    "check_reply_topic",
     "error_reply",
     "intent_of",
     "risk_level",
@@ -243,3 +245,17 @@ def error_reply(request_id: str, reason: str) -> dict[str, Any]:
         "error": reason,
         "answer": f"I could not read that request: {reason}",
     }
+
+
+def check_reply_topic(reply_topic: str | None, responses_topic: str) -> None:
+    """Accept a request's ``reply_topic`` only if it is absent or the requester's own.
+
+    Replies carry a customer's profile and activity, so where they go is not the
+    requester's choice: any other topic (a silo's batches, the model topic, a DLQ, a
+    topic that does not exist yet) raises :class:`InvalidRecord`.
+    """
+    if reply_topic is not None and reply_topic != responses_topic:
+        raise InvalidRecord(
+            f"reply_topic {reply_topic[:80]!r} refused: replies go only to "
+            f"{responses_topic!r}, the requester's responses topic"
+        )

@@ -37,7 +37,13 @@ from app.features.validation import InvalidRecord, check_key, parse_chat_request
 from app.features.vectorize import aggregates_dict
 from app.features.windows import activity_summary
 from app.kafka.clients import delivery_errors, make_producer
-from app.stream.chatbot import RiskFacts, build_reply, error_reply, unknown_customer_reply
+from app.stream.chatbot import (
+    RiskFacts,
+    build_reply,
+    check_reply_topic,
+    error_reply,
+    unknown_customer_reply,
+)
 from app.stream.model_follower import LiveModel, ModelFollower
 from app.stream.processor import Joined, StreamProcessor, dead_letter
 from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, FEATURES_ENRICHED, dlq, namespaced
@@ -200,42 +206,49 @@ class StreamLoop:
     def on_chat_request(
         self, raw: bytes, key: bytes | None, topic: str, partition: int, offset: int
     ) -> dict[str, Any] | None:
-        """Answer one raw request; returns the reply sent (None when none could be sent)."""
+        """Answer one raw request; returns the reply sent (None when none could be sent).
+
+        The reply goes to the requester's responses topic and nowhere else: a request
+        naming any other ``reply_topic`` is refused (dead letter plus an error reply on
+        the requester's responses topic), so a request cannot make the worker write into
+        a silo's batches, the model topic, a DLQ or a new topic.
+        """
+        responses = self.responses_topic
         try:
             request = parse_chat_request(raw)
-            check_key(key, request.customer_id)
         except InvalidRecord as exc:
-            self.counters.chat_invalid += 1
-            letter = dead_letter(exc.reason, topic, partition, offset, key, raw)
-            self._send(self.dlq_topic, key, letter)
-            request_id = exc.request_id
-            if request_id is None:
-                try:  # the key check failed after a successful parse
-                    request_id = parse_chat_request(raw).request_id
-                except InvalidRecord:
-                    return None
-            reply = error_reply(request_id, exc.reason)
-            self._send(self._reply_topic(raw), request_id.encode(), orjson.dumps(reply), True)
-            return reply
+            return self._refuse(exc.reason, exc.request_id, responses, raw, key, topic,
+                                partition, offset)  # fmt: skip
+        try:
+            check_key(key, request.customer_id)
+            check_reply_topic(request.reply_topic, responses)
+        except InvalidRecord as exc:
+            return self._refuse(exc.reason, request.request_id, responses, raw, key, topic,
+                                partition, offset)  # fmt: skip
         reply = self.answer(request)
-        topic_out = request.reply_topic or self.responses_topic
-        self._send(topic_out, request.request_id.encode(), orjson.dumps(reply), fast=True)
+        self._send(responses, request.request_id.encode(), orjson.dumps(reply), fast=True)
         self.counters.replies += 1
         return reply
 
-    def _reply_topic(self, raw: bytes) -> str:
-        try:
-            topic = orjson.loads(raw).get("reply_topic")
-        except (orjson.JSONDecodeError, AttributeError):
-            return self.responses_topic
-        try:  # only a legal topic name, as the parser checks it
-            if isinstance(topic, str) and topic:
-                parse_chat_request(orjson.dumps({"request_id": "x", "customer_id": "x",
-                                                 "reply_topic": topic}))  # fmt: skip
-                return topic
-        except InvalidRecord:
-            pass
-        return self.responses_topic
+    def _refuse(
+        self,
+        reason: str,
+        request_id: str | None,
+        responses: str,
+        raw: bytes,
+        key: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> dict[str, Any] | None:
+        """Dead-letter a request; an error reply to ``responses`` when its id is readable."""
+        self.counters.chat_invalid += 1
+        self._send(self.dlq_topic, key, dead_letter(reason, topic, partition, offset, key, raw))
+        if request_id is None:
+            return None
+        reply = error_reply(request_id, reason)
+        self._send(responses, request_id.encode(), orjson.dumps(reply), fast=True)
+        return reply
 
     def answer(self, request: Any) -> dict[str, Any]:
         """The reply document for a parsed :class:`ChatRequest`."""

@@ -146,3 +146,32 @@ def test_loop_swaps_models_between_events_and_answers_chat() -> None:
     assert anonymous is None
     dead = [t for t, _k, _v in loop.sent if t == "dlq.chatbot.requests"]
     assert len(dead) == 2
+
+
+def test_loop_refuses_a_reply_topic_other_than_the_requesters_own() -> None:
+    # Prepare: a known customer, requests naming other topics as reply_topic
+    processor = StreamProcessor(SPEC, (0, 1, 2), max_rows=1000, max_ms=10_000)
+    loop = StreamLoop(SPEC, processor, outbox=None, follower=None)
+    processor.on_customer(orjson.dumps(Customer("c1", 1, T0).to_dict()), b"c1", 0)
+    targets = ["silo.0.batches", "fl.model.global", "dlq.bank.transactions", "new.topic"]
+
+    # Execute
+    replies = [
+        loop.on_chat_request(orjson.dumps({"request_id": f"r{i}", "customer_id": "c1",
+                                           "reply_topic": t}), b"c1", "chatbot.requests", 0, i)
+        for i, t in enumerate(targets)
+    ]  # fmt: skip
+    own = loop.on_chat_request(
+        orjson.dumps({"request_id": "ok", "customer_id": "c1", "reply_topic": "chatbot.responses"}),
+        b"c1", "chatbot.requests", 0, 9,
+    )  # fmt: skip
+
+    # Assert: only error replies, all on chatbot.responses; one dead letter each
+    assert all(r is not None and r["status"] == "error" for r in replies)
+    assert all("refused" in r["error"] for r in replies if r is not None)
+    assert own is not None and own["status"] == "ok"
+    topics = [t for t, _k, _v in loop.sent]
+    assert set(topics) == {"chatbot.responses", "dlq.chatbot.requests"}
+    assert topics.count("dlq.chatbot.requests") == len(targets)
+    leaked = [v for t, _k, v in loop.sent if t != "chatbot.responses" and b'"profile"' in v]
+    assert leaked == []
