@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["latency_percentiles", "plot_auc", "write_markdown"]
+__all__ = ["auc_figure", "latency_percentiles", "plot_auc", "write_markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +43,30 @@ def plot_auc(
     title: str = "Prequential ROC AUC per round",
 ) -> Path:
     """Global and per-silo prequential ROC AUC of each round, with the centralised baseline."""
+    import matplotlib.pyplot as plt
+
+    fig = auc_figure(rounds, baseline, baseline_overall, title)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def auc_figure(
+    rounds: Sequence[dict[str, Any]],
+    baseline: Sequence[dict[str, Any]] = (),
+    baseline_overall: float | None = None,
+    title: str = "Prequential ROC AUC per round",
+) -> Any:
+    """The matplotlib figure of :func:`plot_auc` (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     xs = [int(r["round"]) for r in rounds]
     silos = sorted({s for r in rounds for s in (r.get("silos") or {})}, key=int)
-    for silo in silos:
-        ys = [_auc((r.get("silos") or {}).get(silo)) for r in rounds]
-        ax.plot(xs, ys, marker=".", linewidth=1, alpha=0.7, label=f"silo {silo}")
     ax.plot(
         xs,
         [_auc(r.get("global")) for r in rounds],
@@ -61,7 +74,15 @@ def plot_auc(
         linewidth=2.5,
         color="black",
         label="federated (global)",
+        zorder=2,
     )
+    # Drawn after (and above) the global line with hollow markers, so a silo's point is
+    # visible even where it equals the global value.
+    markers = "sD^vP*X"
+    for i, silo in enumerate(silos):
+        ys = [_auc((r.get("silos") or {}).get(silo)) for r in rounds]
+        ax.plot(xs, ys, marker=markers[i % len(markers)], markersize=6, markerfacecolor="none",
+                linewidth=1, alpha=0.9, label=f"silo {silo}", zorder=3)  # fmt: skip
     if baseline:
         ax.plot(
             [int(b["round"]) for b in baseline],
@@ -83,12 +104,11 @@ def plot_auc(
     ax.set_ylabel("prequential ROC AUC")
     ax.set_title(title)
     ax.set_ylim(0.0, 1.02)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

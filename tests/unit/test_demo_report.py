@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from app.demo.report import latency_percentiles, plot_auc, write_markdown
+from app.demo.report import auc_figure, latency_percentiles, plot_auc, write_markdown
 
 
 def _round(r: int, auc: float) -> dict:  # type: ignore[type-arg]
@@ -34,3 +34,19 @@ def test_latency_percentiles() -> None:
     assert latency_percentiles([])["p99"] is None
     stats = latency_percentiles(list(range(1, 101)))
     assert stats["n"] == 100 and stats["max"] == 100 and 49 <= stats["p50"] <= 51
+
+
+def test_plot_integer_rounds_and_silo_points_on_top() -> None:
+    # Prepare: a short run (2 rounds) made matplotlib tick 1.25, 1.5, ...
+    rounds = [_round(1, 0.6), _round(2, 0.8)]
+
+    # Execute
+    fig = auc_figure(rounds)
+
+    # Assert
+    ax = fig.axes[0]
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["silo 0"].get_zorder() > lines["federated (global)"].get_zorder()
+    assert lines["silo 0"].get_marker() not in ("", "None", None)
