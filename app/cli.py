@@ -238,6 +238,10 @@ def _register_optional() -> None:
 
     bench_app.command("chat")(bench_chat_command)
 
+    from bench.quality import bench_quality_command
+
+    bench_app.command("quality")(bench_quality_command)
+
 
 def main() -> None:
     _register_optional()

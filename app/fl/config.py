@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.fl.rounds import RoundPolicy
 from app.model.config import ModelConfig
 
-__all__ = ["DEFAULTS", "STRATEGIES", "FLConfig", "FLConfigError"]
+__all__ = ["DEFAULTS", "ROUND_POLICIES", "STRATEGIES", "FLConfig", "FLConfigError"]
 
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
+ROUND_POLICIES = ("wait", "first-ready")
 
 #: Run-config defaults (kebab-case keys, as in the app's pyproject.toml).
 DEFAULTS: dict[str, bool | int | float | str] = {
@@ -48,6 +50,10 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "seed": 0,
     "resume": True,
     "init-prior": 0.0,
+    "round-rows": 2000,
+    "first-round-rows": 250,
+    "round-wait": 10.0,
+    "round-policy": "wait",
 }
 
 
@@ -97,6 +103,14 @@ class FLConfig:
         Expected positive rate: a model started from scratch gets the head bias
         ``logit(init_prior)`` (0 = zero bias). Avoids the inverted-ranking phase of a
         fresh model on rare positives (see :func:`app.model.params.with_prior`).
+    round_rows, first_round_rows : int
+        Rows per silo a round waits for: ``first-round-rows`` in round 1, doubling each
+        round up to ``round-rows`` (see :class:`app.fl.rounds.RoundPolicy`).
+    round_wait : float
+        Longest a silo waits inside a round for those rows (seconds; less than
+        ``round-timeout``); it then takes part with what it has if that is ``min-rows``.
+    round_policy : str
+        ``wait`` (above) or ``first-ready`` (no wait: whatever a silo has when asked).
     """
 
     num_rounds: int = 0
@@ -123,6 +137,10 @@ class FLConfig:
     seed: int = 0
     resume: bool = True
     init_prior: float = 0.0
+    round_rows: int = 2000
+    first_round_rows: int = 250
+    round_wait: float = 10.0
+    round_policy: str = "wait"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -145,6 +163,10 @@ class FLConfig:
             "n-features": self.n_features >= 0,
             "hidden": len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
             "init-prior": 0.0 <= self.init_prior < 1.0,
+            "round-rows": self.min_rows <= self.round_rows,
+            "first-round-rows": self.first_round_rows >= 1,
+            "round-wait": 0 <= self.round_wait < self.round_timeout,
+            "round-policy": self.round_policy in ROUND_POLICIES,
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
@@ -176,6 +198,16 @@ class FLConfig:
             except (TypeError, ValueError) as exc:
                 raise FLConfigError(f"run-config {key}={value!r} is not valid: {exc}") from None
         return cls(**kwargs)
+
+    def policy(self) -> RoundPolicy:
+        """The :class:`RoundPolicy` of this run config."""
+        return RoundPolicy(
+            round_rows=min(self.round_rows, self.max_rows_per_round),
+            first_round_rows=self.first_round_rows,
+            min_rows=self.min_rows,
+            max_rows=self.max_rows_per_round,
+            first_ready=self.round_policy == "first-ready",
+        )
 
     def model_config(self, n_features: int, proximal_mu: float = 0.0) -> ModelConfig:
         """The :class:`ModelConfig` for local training with rows of ``n_features``."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backoff",
+    "RoundPolicy",
     "SiloEvaluation",
     "SiloRoundResult",
     "prequential_round",
@@ -57,6 +58,9 @@ class SiloRoundResult:
         Mean local training loss (NaN if nothing was trained).
     train_seconds, score_seconds : float
         Wall time of local training and of prequential scoring.
+    scores : np.ndarray or None
+        The prequential scores of the labelled rows (kept in-process only, for exact
+        metrics in ``bench quality``; never put into a reply).
     """
 
     arrays: list[np.ndarray]
@@ -67,6 +71,7 @@ class SiloRoundResult:
     train_loss: float
     train_seconds: float
     score_seconds: float
+    scores: np.ndarray | None = None
 
 
 def standardisation(
@@ -114,6 +119,7 @@ def prequential_round(
     m, s = standardisation(mean, std, x)
     known = labels >= 0
     t0 = time.perf_counter()
+    scores = np.zeros(0, dtype=np.float32)
     if known.any():
         scores = predict(arrays, x[known], config, m, s)
         histogram = ScoreHistogram.from_scores(scores, labels[known], n_bins)
@@ -130,7 +136,33 @@ def prequential_round(
         train_loss=result.loss_mean,
         train_seconds=result.seconds,
         score_seconds=score_seconds,
+        scores=scores,
     )
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """How much data a round waits for and which silos take part.
+
+    Round ``r`` waits for every silo to have ``target(r)`` new rows: ``first_round_rows``
+    in round 1, doubling each round up to ``round_rows`` (small early rounds give a
+    useful model quickly). A silo takes part with at least ``min_rows`` new rows and
+    reads at most ``max_rows``. ``patience`` bounds the wait (in the bench: stream rows,
+    as a multiple of ``n_silos * target``); ``first_ready`` is the old policy (the round
+    closes as soon as one silo has ``target`` rows; only such silos take part).
+    """
+
+    round_rows: int = 2000
+    first_round_rows: int = 250
+    min_rows: int = 32
+    max_rows: int = 10000
+    patience: float = 2.0
+    first_ready: bool = False
+
+    def target(self, round_: int) -> int:
+        """Rows per silo round ``round_`` (1-based) waits for."""
+        grown = self.first_round_rows * 2 ** max(0, min(round_ - 1, 30))
+        return int(max(self.min_rows, min(self.round_rows, grown)))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
 from app.features.spec import FeatureSpec
 from app.fl.config import FLConfig
@@ -41,7 +42,7 @@ from app.model.metrics import ScoreHistogram, merge_histograms
 from app.model.params import init_arrays, param_names, with_prior
 from app.model.standardize import MomentStats, merge_all
 
-__all__ = ["ServerState", "app", "initial_state", "run_rounds"]
+__all__ = ["ServerState", "absorb_replies", "app", "initial_arrays", "initial_state", "run_rounds"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ def resolve_spec(cfg: FLConfig) -> tuple[str, int]:
     return cfg.spec_version or spec.version, cfg.n_features or spec.n_features
 
 
+def initial_arrays(cfg: FLConfig, model_cfg: ModelConfig) -> list[np.ndarray]:
+    """The parameters of a model started from scratch (seeded init, optional prior)."""
+    return with_prior(init_arrays(model_cfg), cfg.init_prior)
+
+
 def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> ServerState:
     """Resume from ``fl.model.global`` (newest compatible frame) or start from scratch."""
     if cfg.resume:
@@ -84,8 +90,28 @@ def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> S
     else:
         rejected = []
     logger.info("starting %s from scratch", cfg.model_name)
-    arrays = with_prior(init_arrays(model_cfg), cfg.init_prior)
+    arrays = initial_arrays(cfg, model_cfg)
     return ServerState(0, arrays, MomentStats.empty(model_cfg.n_features), rejected)
+
+
+def absorb_replies(
+    state: ServerState, strategy: Strategy, round_: int, parsed: list[ParsedReply]
+) -> ArrayRecord | None:
+    """Merge a round's standardisation statistics and aggregate the contributing replies.
+
+    The one server step between "replies parsed" and "round published"; the ServerApp
+    and ``bench quality`` (in-process rounds) both call it. None = nobody trained.
+    """
+    contributing = [p for p in parsed if p.contributes]
+    # Rows read without labels are consumed (committed) too: their moments count
+    # towards the standardisation even when no silo trained (as in the baseline).
+    with_rows = [p.moments for p in parsed if p.moments.count]
+    if with_rows:
+        state.moments = merge_all([state.moments, *with_rows])
+    if not contributing:
+        return None
+    aggregated, _ = strategy.aggregate_train(round_, [p.message for p in contributing])
+    return aggregated
 
 
 def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerState:
@@ -122,15 +148,7 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
                 errors.append(f"node {reply.metadata.src_node_id}: {exc}")
         for problem in errors:
             logger.warning("round %d: dropped reply from %s", next_round, problem)
-        contributing = [p for p in parsed if p.contributes]
-        # Rows read without labels are consumed (committed) too: their moments count
-        # towards the standardisation even when no silo trained (as in the baseline).
-        with_rows = [p.moments for p in parsed if p.moments.count]
-        if with_rows:
-            state.moments = merge_all([state.moments, *with_rows])
-        aggregated: ArrayRecord | None = None
-        if contributing:
-            aggregated, _ = strategy.aggregate_train(next_round, [p.message for p in contributing])
+        aggregated = absorb_replies(state, strategy, next_round, parsed)
         if aggregated is None:
             idle += 1
             if stop_after_idle and idle >= stop_after_idle:
@@ -149,6 +167,7 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         backoff.reset()
         state.round = next_round
         state.arrays = arrays_from_record(aggregated, names)
+        contributing = [p for p in parsed if p.contributes]
         _publish(
             cfg, model_cfg, spec_version, state, parsed, contributing, time.perf_counter() - t0
         )

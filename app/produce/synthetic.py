@@ -21,6 +21,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from app.produce.presets import PRESETS
+
 __all__ = [
     "CHANNELS",
     "MERCHANT_CATEGORIES",
@@ -112,6 +114,7 @@ class SyntheticBank:
     silos : number of silos; customer ``i`` lives in a random silo.
     seed : NumPy Generator seed; equal seeds give equal event streams.
     start_ts : event time of the first event, epoch seconds (UTC).
+    preset : ``classic`` or ``realistic`` (see :mod:`app.produce.presets`).
     """
 
     def __init__(
@@ -120,9 +123,13 @@ class SyntheticBank:
         silos: int = 3,
         seed: int = 0,
         start_ts: float = 1_700_000_000.0,
+        preset: str = "classic",
     ) -> None:
         if customers < 1 or silos < 1:
             raise ValueError(f"need at least one customer and one silo, got {customers}, {silos}")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        self.preset = PRESETS[preset]
         self.customers, self.silos, self.seed, self.start_ts = customers, silos, seed, start_ts
         rng = np.random.default_rng(seed)
         n = customers
@@ -162,7 +169,8 @@ class SyntheticBank:
         self.chan_cum = np.cumsum(chan / chan.sum(axis=1, keepdims=True), axis=1)
         self.travel = np.array([p.travel_rate for p in profiles])[self.silo]
         risk = np.array([1.0, 1.2, 0.8, 1.5])[seg] * rng.lognormal(0, 0.3, n)
-        self.fraud_p = np.array([p.fraud_per_day for p in profiles])[self.silo] * risk
+        fraud_day = np.array([p.fraud_per_day for p in profiles])[self.silo]
+        self.fraud_p = fraud_day * risk * self.preset.fraud_scale
         self.ids = [f"cust-{i:06d}" for i in range(n)]
         self._rng = rng
 
@@ -229,27 +237,37 @@ class SyntheticBank:
         self, rng: np.random.Generator, day0: float, credit: np.ndarray
     ) -> list[tuple[bool, int, float, dict[str, Any]]]:
         """All events of one UTC day, sorted by time: ``(is_txn, customer, ts, value)``."""
-        n = self.customers
-        # legitimate transactions
-        cust = np.repeat(np.arange(n), rng.poisson(self.rate))
+        n, pre = self.customers, self.preset
+        day = int(day0 // DAY_S)
+        weekend = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+        # legitimate transactions (busier weekends; some customers go on a spree)
+        boost = pre.weekend_boost if weekend else 1.0
+        counts = rng.poisson(self.rate * boost)
+        if pre.legit_spree_p > 0:  # guarded: the classic stream stays draw-for-draw the same
+            counts = counts + (rng.random(n) < pre.legit_spree_p) * rng.poisson(4.0, n)
+        cust = np.repeat(np.arange(n), counts)
         m = cust.size
         ts = day0 + rng.choice(24, m, p=_HOUR_P) * 3600.0 + rng.random(m) * 3600.0
         amount = np.exp(self.log_mu[cust] + self.log_sigma[cust] * rng.standard_normal(m))
+        if pre.legit_big_p > 0:
+            splurge = rng.random(m) < pre.legit_big_p
+            amount = np.where(splurge, amount * rng.lognormal(np.log(4.0), 0.5, m), amount)
         cat = _pick(rng, self.cat_cum, cust)
         chan = _pick(rng, self.chan_cum, cust)
         abroad = rng.random(m) < self.travel[cust]
         country = np.where(abroad, rng.integers(0, len(FOREIGN_COUNTRIES), m), -1)
-        # fraud episodes: bursts of 2-8 transactions within minutes
-        victims = np.flatnonzero(rng.random(n) < self.fraud_p)
+        # fraud episodes: one transaction or a burst within minutes
+        fraud_boost = pre.weekend_fraud if weekend else 1.0
+        victims = np.flatnonzero(rng.random(n) < self.fraud_p * fraud_boost)
         e = victims.size
-        size = np.clip(2 + rng.poisson(1.5, e), 2, 8)
-        night = rng.random(e) < 0.6
+        size = np.clip(pre.episode_min + rng.poisson(pre.episode_extra, e), 1, 8)
+        night = rng.random(e) < pre.night_p
         hour = np.where(night, rng.integers(0, 6, e), rng.integers(6, 23, e))
         start = day0 + hour * 3600.0 + rng.random(e) * 3600.0
-        ep_foreign = rng.random(e) < 0.65
+        ep_foreign = rng.random(e) < pre.foreign_share(day)
         ep_country = np.where(ep_foreign, rng.integers(0, len(FOREIGN_COUNTRIES), e), -1)
-        ep_chan = rng.choice(len(CHANNELS), e, p=_FRAUD_CHANNEL_P)
-        ep_newcat = rng.random(e) < 0.7
+        ep_chan = rng.choice(len(CHANNELS), e, p=pre.channel_p(day // 7))
+        ep_newcat = rng.random(e) < pre.newcat_p
         ep_cat = self.rare_cats[victims, rng.integers(0, 3, e)]
         ep = np.repeat(np.arange(e), size)
         f = ep.size
@@ -260,8 +278,8 @@ class SyntheticBank:
         f_ts = start[ep] + csum - np.repeat(csum[first], size)
         fcust = victims[ep]
         normal = np.exp(self.log_mu[fcust] + self.log_sigma[fcust] * rng.standard_normal(f))
-        big = self.mean_amount[fcust] * rng.lognormal(np.log(6.0), 0.5, f)
-        f_amount = np.where(rng.random(f) < 0.75, big, normal)
+        big = self.mean_amount[fcust] * rng.lognormal(np.log(pre.big_mult), 0.5, f)
+        f_amount = np.where(rng.random(f) < pre.big_p, big, normal)
         f_cat = np.where(ep_newcat[ep], ep_cat[ep], _pick(rng, self.cat_cum, fcust))
         # profile updates (about one per customer per 100 days)
         upd = np.flatnonzero(rng.random(n) < 0.01)
