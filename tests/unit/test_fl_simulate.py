@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from app.fl.config import FLConfig
@@ -35,7 +37,7 @@ def test_wait_policy_keeps_every_silo_and_every_row() -> None:
         for s, stream in enumerate(streams):
             ranges = [r[s] for r in plan if s in r]
             assert sum(e - b for b, e in ranges) == stream.rows  # every row exactly once
-            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+            assert all(a[1] == b[0] for a, b in pairwise(ranges))
     assert [sum(e - b for b, e in r.values()) for r in wait[:3]] == sorted(
         sum(e - b for b, e in r.values()) for r in wait[:3]
     )  # small early rounds grow
