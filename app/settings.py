@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     short_window_s: int = Field(3600, ge=60, description="tumbling window size, seconds")
     long_window_s: int = Field(86400, ge=60, description="hopping window size, seconds")
     hop_s: int = Field(3600, ge=60, description="hopping window step, seconds")
+    event_max_ahead_s: float = Field(
+        3600.0, ge=0, description="event times further ahead of the worker's clock go to the DLQ"
+    )
+    event_max_back_s: float = Field(
+        30 * 365.25 * 86400, ge=0, description="event times further back go to the DLQ"
+    )
     namespace: str = Field(
         "",
         pattern=r"^[A-Za-z0-9_-]*$",

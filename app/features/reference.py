@@ -9,6 +9,7 @@ Tests compare the worker's output against it.
 Per event, in the order a worker sees them:
 
 * ``("customer", key, raw)``: parse, check key and silo, store as the latest profile;
+  ``raw`` None is a tombstone: the customer's profile and window state are deleted;
 * ``("transaction", key, raw)``: parse, check key, route to a silo (before touching the
   window state, so a rejected transaction leaves no trace), join, collect the row.
 
@@ -32,6 +33,7 @@ from app.features.validation import (
     check_key,
     check_silo,
     parse_customer,
+    parse_tombstone_key,
     parse_transaction,
 )
 from app.features.vectorize import join_transaction
@@ -41,8 +43,8 @@ __all__ = ["Event", "ReferenceOutput", "run_reference"]
 
 logger = logging.getLogger(__name__)
 
-Event = tuple[str, bytes | None, bytes]
-"""``(kind, key, value)`` with kind ``"customer"`` or ``"transaction"``."""
+Event = tuple[str, bytes | None, bytes | None]
+"""``(kind, key, value)`` with kind ``"customer"`` or ``"transaction"``; value None = null."""
 Row = tuple[str, npt.NDArray[np.float32], float]
 
 
@@ -104,6 +106,10 @@ def run_reference(
                 result = join_transaction(spec, txn, profile, decode_state(states.get(cid)))
                 states[cid] = encode_state(result.new_state)
                 out.rows[silo].append((txn.txn_id, result.row, result.label))
+            elif kind == "customer" and raw is None:
+                cid = parse_tombstone_key(key)
+                profiles.pop(cid, None)
+                states.pop(cid, None)
             elif kind == "customer":
                 customer = parse_customer(raw)
                 check_key(key, customer.customer_id)
@@ -112,5 +118,5 @@ def run_reference(
             else:
                 raise ValueError(f"unknown event kind {kind!r}")
         except InvalidRecord as exc:
-            out.dead_letters.append((raw, exc.reason))
+            out.dead_letters.append((raw or b"", exc.reason))
     return out

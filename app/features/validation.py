@@ -10,22 +10,41 @@ the worker will produce to it.
 
 Every failure raises :class:`InvalidRecord` whose ``reason`` is short and meant for the
 dead-letter record, e.g. ``"field 'amount': must be a finite number >= 0"``.
+
+Stricter than a plain JSON parse, because one record must not corrupt state:
+
+* a null value (Kafka tombstone) is ``"null value"`` (the customers agent treats it as a
+  deletion before it gets here);
+* duplicated keys in an object are rejected (``{"amount": 5, "amount": 999999}`` is
+  ambiguous: parsers disagree on which one wins); a cheap count decides whether the exact
+  check is needed;
+* every number that reaches state or frames is bounded: ``ts`` <= :data:`MAX_EVENT_TS`
+  (window bucket starts stay far inside 64 bits), ``attrs`` values in ``[-1e9, 1e9]``
+  (finite in float32 feature rows), attribute names of 1..64 characters.
+
+``topics/schemas`` states the same rules; ``tests/unit/test_schema_agreement.py`` runs a
+corpus through both and asserts they accept exactly the same records.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from app.features.errors import InvalidRecord
+from app.features.event_time import MAX_EVENT_TS, unit_hint
 from app.features.records import EMPTY_ATTRS, ChatRequest, Customer, Transaction
 
 __all__ = [
     "CHANNELS",
     "MAX_ATTRS",
+    "MAX_ATTR_VALUE",
     "MAX_RECORD_BYTES",
     "SEGMENTS",
     "InvalidRecord",
@@ -33,6 +52,7 @@ __all__ = [
     "check_silo",
     "parse_chat_request",
     "parse_customer",
+    "parse_tombstone_key",
     "parse_transaction",
 ]
 
@@ -42,6 +62,8 @@ MAX_RECORD_BYTES = 64 * 1024
 """Largest accepted raw record, in bytes."""
 MAX_ATTRS = 64
 """Largest number of entries of an ``attrs`` object."""
+MAX_ATTR_VALUE = 1e9
+"""Largest magnitude of an ``attrs`` value (finite in float32, safe in moment sums)."""
 CHANNELS: tuple[str, ...] = ("pos", "online", "atm", "transfer")
 SEGMENTS: tuple[str, ...] = ("retail", "premium", "business", "student")
 
@@ -79,25 +101,14 @@ _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 _M: Any = object()  # sentinel: field absent (null is a value)
 
 
-class InvalidRecord(ValueError):
-    """A record that violates its contract; goes to the dead-letter topic.
-
-    Parameters
-    ----------
-    reason : str
-        Short human-readable reason.
-    request_id : str or None
-        For chat requests: the request id, when it could be read, so that the worker
-        can still answer the requester with an error.
-    """
-
-    def __init__(self, reason: str, request_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.request_id = request_id
+_KEY_END = re.compile(rb'"[ \t\n\r]*:')
+"""End of an object key. Inside strings a quote is escaped, so this matches every key
+and at most some escaped quotes followed by a colon: never fewer than the real keys."""
 
 
-def _load(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
+def _load(raw: bytes | bytearray | memoryview | None) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidRecord("null value")
     if len(raw) > MAX_RECORD_BYTES:
         raise InvalidRecord(f"record too large: {len(raw)} bytes > {MAX_RECORD_BYTES}")
     try:
@@ -106,7 +117,43 @@ def _load(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
         raise InvalidRecord(f"malformed JSON: {exc}") from None
     if type(obj) is not dict:
         raise InvalidRecord(f"expected a JSON object, got {_json_type(obj)}")
+    if len(_KEY_END.findall(raw)) > _count_keys(obj):
+        _reject_duplicate_keys(bytes(raw))  # more key ends than keys: maybe a duplicate
     return obj
+
+
+def _count_keys(obj: dict[str, Any]) -> int:
+    n = 0
+    stack: list[Any] = [obj]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            n += len(value)
+            stack.extend(v for v in value.values() if type(v) is dict or type(v) is list)
+        else:
+            stack.extend(v for v in value if type(v) is dict or type(v) is list)
+    return n
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidRecord(f"duplicated key {key[:64]!r}")
+            seen.add(key)
+    return out
+
+
+def _reject_duplicate_keys(raw: bytes) -> None:
+    """Exact check with the standard parser (orjson keeps the last of duplicated keys)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except InvalidRecord:
+        raise
+    except (ValueError, RecursionError) as exc:  # orjson parsed it; should not happen
+        raise InvalidRecord(f"malformed JSON: {type(exc).__name__}") from None
 
 
 def _json_type(value: object) -> str:
@@ -172,6 +219,23 @@ def _range_text(kind: str, lo: float | None, hi: float | None) -> str:
     return f"must be {kind}"
 
 
+def _ts(value: Any, name: str) -> float:
+    """Event time: finite seconds since the epoch in ``[0, MAX_EVENT_TS]``."""
+    tp = type(value)
+    if tp is int:
+        value = float(value)
+    elif tp is not float or not math.isfinite(value):
+        raise InvalidRecord(f"field {name!r}: must be a finite number of seconds since the epoch")
+    if value < 0.0:
+        raise InvalidRecord(f"field {name!r}: must be >= 0 (seconds since the epoch)")
+    if value > MAX_EVENT_TS:
+        raise InvalidRecord(
+            f"field {name!r}: {value:.6g} is not seconds since the epoch "
+            f"(max {MAX_EVENT_TS:g}){unit_hint(value)}"
+        )
+    return float(value)
+
+
 def _country(value: Any, name: str) -> str:
     if (
         type(value) is not str
@@ -195,16 +259,21 @@ def _attrs(value: Any) -> dict[str, float]:
         raise InvalidRecord(f"field 'attrs': at most {MAX_ATTRS} entries, got {len(value)}")
     out: dict[str, float] = {}
     for key, item in value.items():
+        if not 1 <= len(key) <= 64:
+            raise InvalidRecord("field 'attrs': names must have 1..64 characters")
         tp = type(item)
         if tp is int:
             item = float(item)
         elif tp is not float or not math.isfinite(item):
-            raise InvalidRecord(f"field 'attrs.{key[:64]}': must be a finite number")
+            raise InvalidRecord(f"field 'attrs.{key}': must be a finite number")
+        if not -MAX_ATTR_VALUE <= item <= MAX_ATTR_VALUE:
+            bound = f"{MAX_ATTR_VALUE:g}"
+            raise InvalidRecord(f"field 'attrs.{key}': must be a number in [-{bound}, {bound}]")
         out[key] = item
     return out
 
 
-def parse_customer(raw: bytes | bytearray | memoryview) -> Customer:
+def parse_customer(raw: bytes | bytearray | memoryview | None) -> Customer:
     """Parse and validate one ``bank.customers`` value.
 
     Raises
@@ -219,7 +288,7 @@ def parse_customer(raw: bytes | bytearray | memoryview) -> Customer:
     return Customer(
         customer_id=_str(_required(obj, "customer_id"), "customer_id", 1, 64),
         silo=_int(_required(obj, "silo"), "silo", 0, None),
-        ts=_num(_required(obj, "ts"), "ts", 0.0, None),
+        ts=_ts(_required(obj, "ts"), "ts"),
         age=40 if (v := get("age", _M)) is _M else _int(v, "age", 16, 120),
         income_band=2 if (v := get("income_band", _M)) is _M else _int(v, "income_band", 0, 4),
         credit_limit=(
@@ -238,7 +307,7 @@ def parse_customer(raw: bytes | bytearray | memoryview) -> Customer:
     )
 
 
-def parse_transaction(raw: bytes | bytearray | memoryview) -> Transaction:
+def parse_transaction(raw: bytes | bytearray | memoryview | None) -> Transaction:
     """Parse and validate one ``bank.transactions`` value.
 
     Raises
@@ -258,7 +327,7 @@ def parse_transaction(raw: bytes | bytearray | memoryview) -> Transaction:
     return Transaction(
         txn_id=_str(_required(obj, "txn_id"), "txn_id", 1, 64),
         customer_id=_str(_required(obj, "customer_id"), "customer_id", 1, 64),
-        ts=_num(_required(obj, "ts"), "ts", 0.0, None),
+        ts=_ts(_required(obj, "ts"), "ts"),
         amount=_num(_required(obj, "amount"), "amount", 0.0, 1e9),
         merchant_category=(
             "other"
@@ -275,7 +344,7 @@ def parse_transaction(raw: bytes | bytearray | memoryview) -> Transaction:
     )
 
 
-def parse_chat_request(raw: bytes | bytearray | memoryview) -> ChatRequest:
+def parse_chat_request(raw: bytes | bytearray | memoryview | None) -> ChatRequest:
     """Parse and validate one ``chatbot.requests`` value.
 
     Unknown fields are ignored (the schema allows them). When the record is invalid but
@@ -314,6 +383,25 @@ def parse_chat_request(raw: bytes | bytearray | memoryview) -> ChatRequest:
     except InvalidRecord as exc:
         exc.request_id = request_id
         raise
+
+
+def parse_tombstone_key(key: bytes | None) -> str:
+    """The customer id a tombstone (null value on ``bank.customers``) deletes.
+
+    Raises
+    ------
+    InvalidRecord
+        If the key cannot be a customer id (then there is nothing to delete).
+    """
+    if key is None:
+        raise InvalidRecord("null value without a key: no customer to delete")
+    try:
+        cid = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRecord("null value: its key is not UTF-8, so not a customer id") from None
+    if not 1 <= len(cid) <= 64:
+        raise InvalidRecord("null value: its key is not a customer id (1..64 characters)")
+    return cid
 
 
 def check_key(key: bytes | str | None, customer_id: str) -> None:

@@ -45,7 +45,7 @@ from app.stream.chatbot import (
     unknown_customer_reply,
 )
 from app.stream.model_follower import LiveModel, ModelFollower
-from app.stream.processor import Joined, StreamProcessor, dead_letter
+from app.stream.processor import Joined, StreamProcessor, dead_letter, dead_letter_key
 from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, FEATURES_ENRICHED, dlq, namespaced
 
 __all__ = ["LatestTxn", "LoopCounters", "Outbox", "StreamLoop"]
@@ -202,6 +202,10 @@ class StreamLoop:
             if len(latest) > _MAX_REMEMBERED:
                 latest.popitem(last=False)
 
+    def forget_customer(self, customer_id: str) -> None:
+        """A deleted customer: drop its latest transaction (the chatbot no longer knows it)."""
+        self.latest.pop(customer_id, None)
+
     # -- chatbot ------------------------------------------------------------------------
     def on_chat_request(
         self, raw: bytes, key: bytes | None, topic: str, partition: int, offset: int
@@ -243,12 +247,23 @@ class StreamLoop:
     ) -> dict[str, Any] | None:
         """Dead-letter a request; an error reply to ``responses`` when its id is readable."""
         self.counters.chat_invalid += 1
-        self._send(self.dlq_topic, key, dead_letter(reason, topic, partition, offset, key, raw))
+        letter = dead_letter(reason, topic, partition, offset, key, raw)
+        self._send(self.dlq_topic, dead_letter_key(key), letter)
         if request_id is None:
             return None
         reply = error_reply(request_id, reason)
         self._send(responses, request_id.encode(), orjson.dumps(reply), fast=True)
         return reply
+
+    def on_chat_error(
+        self, raw: bytes | None, key: bytes | None, topic: str, partition: int, offset: int,
+        exc: Exception,
+    ) -> None:  # fmt: skip
+        """A bug met on one request: dead-letter it (no request is dropped silently)."""
+        self.counters.chat_invalid += 1
+        reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
+        letter = dead_letter(reason, topic, partition, offset, key, raw)
+        self._send(self.dlq_topic, dead_letter_key(key), letter)
 
     def answer(self, request: Any) -> dict[str, Any]:
         """The reply document for a parsed :class:`ChatRequest`."""

@@ -90,9 +90,11 @@ def attach_loop(
                     loop.on_chat_request(
                         msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset()
                     )
-                except Exception:  # a bug on one request must not stop the answering
+                except Exception as exc:  # a bug on one request must not stop the answering
                     logger.exception("chat request %s[%d]@%d failed", msg.topic(),
                                      msg.partition(), msg.offset())  # fmt: skip
+                    loop.on_chat_error(msg.value(), msg.key(), msg.topic(), msg.partition(),
+                                       msg.offset(), exc)  # fmt: skip
                 reader.done(msg)
             await asyncio.sleep(0 if msgs else CHAT_POLL_S)
 

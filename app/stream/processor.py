@@ -14,20 +14,24 @@ Each stored window state carries the offset of the last transaction applied to i
 crash the worker resumes from the last committed offset while the recovered state may
 already include a few later events (written just before the crash); those are recognised by
 their offset and not applied twice.
+
+A tombstone on ``bank.customers`` (null value) deletes the customer: the profile and the
+window state leave the caches at once and the tables (and so their changelogs, with
+tombstones) at the next commit (``take_deleted``). Event times are checked against the
+worker's clock (:class:`app.features.event_time.TimePolicy`) before anything is stored.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 
 from app.features.batcher import SiloBatchers
+from app.features.dead_letter import dead_letter, dead_letter_key
+from app.features.event_time import TimePolicy
 from app.features.records import Customer, Transaction
 from app.features.routing import route_silo
 from app.features.spec import FeatureSpec
@@ -36,6 +40,7 @@ from app.features.validation import (
     check_key,
     check_silo,
     parse_customer,
+    parse_tombstone_key,
     parse_transaction,
 )
 from app.features.vectorize import join_transaction
@@ -49,6 +54,7 @@ __all__ = [
     "StreamCounters",
     "StreamProcessor",
     "dead_letter",
+    "dead_letter_key",
     "decode_stored_state",
     "encode_stored_state",
 ]
@@ -77,28 +83,12 @@ def decode_stored_state(data: bytes | None) -> StoredState:
     return StoredState(decode_state(data[8:]), int.from_bytes(data[:8], "little", signed=True))
 
 
-def dead_letter(
-    reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-) -> bytes:
-    """The dead-letter record (topics/schemas/dead_letter.schema.json): reason + original bytes."""
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "timestamp_ms": int(time.time() * 1000),
-            "key_b64": None if key is None else base64.b64encode(key).decode(),
-            "value_b64": base64.b64encode(value or b"").decode(),
-        }
-    )
-
-
 @dataclass(slots=True)
 class StreamCounters:
     customers: int = 0
     transactions: int = 0
     invalid: int = 0
+    deleted: int = 0
     replayed: int = 0
     frames: int = 0
     unknown_profile: int = 0
@@ -132,6 +122,8 @@ class StreamProcessor:
         Micro-batch limits.
     load_profile, load_state : callable
         Read-through to the durable tables on a cache miss (bytes or None).
+    time_policy : TimePolicy or None
+        Plausible event times around the worker's clock (None: the defaults).
     """
 
     def __init__(
@@ -142,6 +134,7 @@ class StreamProcessor:
         max_ms: int,
         load_profile: Callable[[str], bytes | None] = lambda _cid: None,
         load_state: Callable[[str], bytes | None] = lambda _cid: None,
+        time_policy: TimePolicy | None = None,
     ) -> None:
         self.spec = spec
         self.silo_ids = silo_ids
@@ -155,18 +148,49 @@ class StreamProcessor:
         self._dirty_profiles: dict[int, dict[str, bytes]] = {}
         self._partition_of: dict[str, int] = {}
         self._dirty_states: dict[int, set[str]] = {}
+        self._deleted_profiles: dict[int, set[str]] = {}
+        self._deleted_states: dict[int, set[str]] = {}
+        self.time_policy = time_policy or TimePolicy()
 
     # -- profiles -------------------------------------------------------------------------
-    def on_customer(self, raw: bytes, key: bytes | None, partition: int) -> Customer:
-        """Validate and store a profile; raises InvalidRecord."""
+    def on_customer(
+        self, raw: bytes, key: bytes | None, partition: int, now_ms: int | None = None
+    ) -> Customer:
+        """Validate and store a profile; raises InvalidRecord.
+
+        ``now_ms`` is the worker's clock for the event-time check (None: no check).
+        """
         customer = parse_customer(raw)
-        check_key(key, customer.customer_id)
+        cid = customer.customer_id
+        check_key(key, cid)
         check_silo(customer.silo, self.silo_ids)
-        self._profiles[customer.customer_id] = customer
-        self._partition_of[customer.customer_id] = partition
-        self._dirty_profiles.setdefault(partition, {})[customer.customer_id] = raw
+        if now_ms is not None:
+            self.time_policy.check(customer.ts, now_ms / 1000.0)
+        self._profiles[cid] = customer
+        self._partition_of[cid] = partition
+        self._dirty_profiles.setdefault(partition, {})[cid] = raw
+        self._deleted_profiles.get(partition, set()).discard(cid)
         self.counters.customers += 1
         return customer
+
+    def delete_customer(self, key: bytes | None, partition: int) -> str:
+        """Apply a tombstone: forget the profile and window state; returns the customer id.
+
+        Raises
+        ------
+        InvalidRecord
+            If the key is not a customer id (then there is nothing to delete).
+        """
+        cid = parse_tombstone_key(key)
+        self._profiles[cid] = None  # not read through: the table still has it until commit
+        self._states[cid] = StoredState(CustomerWindows())
+        self._partition_of[cid] = partition
+        self._dirty_profiles.get(partition, {}).pop(cid, None)
+        self._dirty_states.get(partition, set()).discard(cid)
+        self._deleted_profiles.setdefault(partition, set()).add(cid)
+        self._deleted_states.setdefault(partition, set()).add(cid)
+        self.counters.deleted += 1
+        return cid
 
     def profile(self, customer_id: str) -> Customer | None:
         try:
@@ -194,6 +218,7 @@ class StreamProcessor:
         txn = parse_transaction(raw)
         cid = txn.customer_id
         check_key(key, cid)
+        self.time_policy.check(txn.ts, now_ms / 1000.0)
         profile = self.profile(cid)
         silo = route_silo(txn, profile, self.silo_ids)
         stored = self.window_state(cid)
@@ -204,6 +229,8 @@ class StreamProcessor:
         result = join_transaction(self.spec, txn, profile, stored.windows, batcher.next_row())
         stored.offset = offset
         self._dirty_states.setdefault(partition, set()).add(cid)
+        if self._deleted_states:
+            self._deleted_states.get(partition, set()).discard(cid)
         self._partition_of[cid] = partition
         score = self.scorer(result.row) if self.scorer is not None else None
         frame = batcher.add(result.row, result.label, score, txn.ts, now_ms)
@@ -249,6 +276,12 @@ class StreamProcessor:
         for partition, ids in self._dirty_states.items():
             states[partition] = {cid: encode_stored_state(self._states[cid]) for cid in ids}
         self._dirty_states = {}
+        return profiles, states
+
+    def take_deleted(self) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+        """Per partition, the customers whose profile / window state must leave the tables."""
+        profiles, self._deleted_profiles = self._deleted_profiles, {}
+        states, self._deleted_states = self._deleted_states, {}
         return profiles, states
 
     def forget(self, partitions: set[int] | None = None) -> None:

@@ -5,7 +5,10 @@ Agents
 - ``bank.customers``  -> latest profile (table ``profiles``)
 - ``bank.transactions`` -> join with profile and windows (table ``windows``), score,
   micro-batch per silo -> ``silo.<id>.batches``
-- invalid input -> ``dlq.<input topic>`` with the reason and original bytes.
+- invalid input -> ``dlq.<input topic>`` with the reason and original bytes (bounded:
+  ``app.features.dead_letter``); a tombstone on ``bank.customers`` deletes the customer.
+  An unexpected error on one record dead-letters that record too ("internal error"):
+  no input stops an agent or loses a record.
 
 Delivery: a :class:`CommitSensor` runs right before Faust commits offsets. It flushes every
 open micro-batch and writes the changed table entries (one write per changed customer per
@@ -19,6 +22,7 @@ one commit interval; SIGTERM duplicates nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -31,13 +35,14 @@ from faust.exceptions import PartitionsMismatch
 from faust.sensors import Sensor
 from faust.streams import _current_event
 
+from app.features.event_time import TimePolicy
 from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord
 from app.settings import Settings
 from app.stream.gc_pauses import FULL_GC_INTERVAL_S, collect_old_garbage, gc_pauses
 from app.stream.loop_agents import attach_loop
 from app.stream.loop_lag import LoopLag
-from app.stream.processor import StreamProcessor, dead_letter
+from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
 from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, namespaced, silo_batches
 
 __all__ = ["WorkerHandle", "create_worker_app"]
@@ -196,6 +201,7 @@ def create_worker_app(
     processor = StreamProcessor(
         spec, settings.silo_ids, settings.batch_rows, settings.batch_ms,
         load_profile=load(profiles_table), load_state=load(windows_table),
+        time_policy=TimePolicy(settings.event_max_ahead_s, settings.event_max_back_s),
     )  # fmt: skip
     handle = WorkerHandle(app, processor)
     # model follower, features.enriched, chatbot agent (app.stream.loop)
@@ -219,7 +225,13 @@ def create_worker_app(
         processor.counters.invalid += 1
         logger.debug("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
         value = dead_letter(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-        dlq_topics[msg.topic].send_soon(key=msg.key, value=value)
+        dlq_topics[msg.topic].send_soon(key=dead_letter_key(msg.key), value=value)
+
+    def internal_error(event: Any, exc: Exception) -> None:
+        """A bug met on one record: log it, dead-letter the record, keep serving."""
+        msg = event.message
+        logger.exception("record %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+        send_dead_letter(event, f"internal error: {type(exc).__name__}: {exc}"[:500])
 
     # The table writes go through Faust (not straight to the changelogs with librdkafka,
     # which was 5x faster but left commits stuck after a SIGKILL restart; see the README).
@@ -258,10 +270,32 @@ def create_worker_app(
         loop.flush()
         return t1 - t0, time.perf_counter() - t1
 
+    def delete_entries() -> None:
+        """Deleted customers leave both tables: a tombstone in each changelog."""
+        tables: tuple[Any, Any] = (profiles_table, windows_table)
+        for table, deleted in zip(tables, processor.take_deleted(), strict=True):
+            for partition, ids in deleted.items():
+                event = handle.last_event.get((CUSTOMERS, partition)) or handle.last_event.get(
+                    (TRANSACTIONS, partition)
+                )
+                if event is None:
+                    continue
+                token = _current_event.set(weakref.ref(event))
+                trusted = _trust_new_changelog(app, table, event.message.topic)
+                try:
+                    for cid in ids:
+                        with contextlib.suppress(KeyError):  # memory store: never written
+                            del table[cid.encode()]
+                finally:
+                    _current_event.reset(token)
+                    if trusted:
+                        table._verified_source_topics_for_partitions.discard(trusted)
+
     def flush_everything() -> None:
         """Outputs, then state: all in one piece (any commit's sensor, rebalance)."""
         frames_s, outbox_s = flush_outputs()
         t0 = time.perf_counter()
+        delete_entries()
         for chunk in dirty_chunks():
             write_entries(*chunk)
         handle.commit_ms.add(frames=frames_s, outbox=outbox_s, state_chunk=time.perf_counter() - t0)
@@ -282,6 +316,7 @@ def create_worker_app(
         try:
             t0 = time.perf_counter()
             frames_s, outbox_s = flush_outputs()
+            delete_entries()
             state_s = 0.0
             for chunk in dirty_chunks():
                 t = time.perf_counter()
@@ -310,11 +345,17 @@ def create_worker_app(
         async for event in stream.events():
             if not handle.inputs_open.is_set():
                 await handle.inputs_open.wait()  # a commit is under way
-            handle.last_event[(CUSTOMERS, event.message.partition)] = event
+            partition = event.message.partition
+            handle.last_event[(CUSTOMERS, partition)] = event
             try:
-                processor.on_customer(event.value, event.key, event.message.partition)
+                if event.value is None:  # tombstone: the bank deletes the customer
+                    loop.forget_customer(processor.delete_customer(event.key, partition))
+                else:
+                    processor.on_customer(event.value, event.key, partition, _now_ms())
             except InvalidRecord as exc:
                 send_dead_letter(event, exc.reason)
+            except Exception as exc:  # a bug on one record must not stop the agent
+                internal_error(event, exc)
 
     @app.agent(transactions)
     async def on_transactions(stream: Any) -> None:
@@ -334,14 +375,15 @@ def create_worker_app(
             try:
                 joined = processor.on_transaction(event.value, event.key, msg.partition,
                                                   msg.offset, now_ms)  # fmt: skip
+                if joined is None:
+                    continue
+                if joined.frames:
+                    send_frames(joined.frames)
+                loop.on_joined(joined, msg.timestamp and int(msg.timestamp * 1000))
             except InvalidRecord as exc:
                 send_dead_letter(event, exc.reason)
-                continue
-            if joined is None:
-                continue
-            if joined.frames:
-                send_frames(joined.frames)
-            loop.on_joined(joined, msg.timestamp and int(msg.timestamp * 1000))
+            except Exception as exc:  # a bug on one record must not stop the agent
+                internal_error(event, exc)
 
     @app.timer(interval=0.2)  # type: ignore[untyped-decorator]
     async def flush_due_batches() -> None:

@@ -130,7 +130,7 @@ def test_integral_floats_are_integers_as_in_json_schema() -> None:
         (_txn(amount="12"), "field 'amount'"),
         (_txn(amount=True), "field 'amount'"),
         (_txn(amount=None), "field 'amount'"),
-        (_txn(ts=-5), "field 'ts': must be a finite number >= 0"),
+        (_txn(ts=-5), "field 'ts': must be >= 0"),
         (_txn(channel="mail"), "field 'channel': must be one of pos, online, atm, transfer"),
         (_txn(country="de"), "field 'country': must be a 2-letter upper-case country code"),
         (_txn(country="DEU"), "field 'country'"),

@@ -108,7 +108,7 @@ def test_loop_swaps_models_between_events_and_answers_chat() -> None:
         if i == 6:
             frames += loop.install(second, 0)
         ts, amount = T0 + 500 * i, 10.0 + i
-        joined = processor.on_transaction(_txn(i, "c1", ts, amount), b"c1", 0, i, 0)
+        joined = processor.on_transaction(_txn(i, "c1", ts, amount), b"c1", 0, i, int(ts * 1000))
         assert joined is not None
         loop.on_joined(joined, 123)
         update(reference, Transaction(f"t{i}", "c1", ts, amount, "grocery"), SPEC.windows)
