@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from app.cli_support import require_broker
 from app.settings import Settings
 
 __all__ = ["app", "main", "settings_from"]
@@ -61,22 +62,30 @@ def _root(
         typer.Option(help="Where logs, state and reports go \\[env FEDSTREAM_DATA_DIR]."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Seconds to wait for the broker \\[env FEDSTREAM_CONNECT_TIMEOUT_S]."
+        ),
+    ] = None,
 ) -> None:
+    from app.kafka.reach import set_client_log_level
+
+    set_client_log_level(debug=log_level.upper() == "DEBUG")
     logging.basicConfig(
         level=log_level.upper(),
         format="%(name)s: %(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
     )
-    ctx.obj = {
-        k: v
-        for k, v in {"bootstrap_servers": bootstrap, "silos": silos, "data_dir": data_dir}.items()
-        if v is not None
-    }
+    flags = {"bootstrap_servers": bootstrap, "silos": silos, "data_dir": data_dir,
+             "connect_timeout_s": timeout}  # fmt: skip
+    ctx.obj = {k: v for k, v in flags.items() if v is not None}
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=1)
+    from app.cli_support import fail
+
+    return fail(message)
 
 
 # -- kafka ----------------------------------------------------------------------------------
@@ -155,6 +164,7 @@ def topics_apply(ctx: typer.Context) -> None:
     from topics import catalogue
 
     settings = settings_from(ctx)
+    require_broker(settings)
     specs = catalogue(settings.silo_ids, settings.input_partitions)
     try:
         report = apply_catalogue(make_admin(settings.bootstrap), specs)
@@ -184,6 +194,7 @@ def topics_list(
     if not offline:
         from app.kafka.admin import describe_topics, make_admin
 
+        require_broker(settings)
         try:
             states = describe_topics(make_admin(settings.bootstrap))
         except Exception as exc:

@@ -228,8 +228,10 @@ def bench_chat_command(
     """Chatbot p50/p99 reply latency at a steady request rate while the stream runs, the
     stream's throughput with and without that load, and event-to-enriched latency."""
     from app.cli import settings_from
+    from app.cli_support import require_broker
 
     settings = settings_from(ctx)
+    require_broker(settings)
     result = run_bench(settings, rate, chat_rate, seconds, customers)
 
     def f(value: Any, unit: str = " ms") -> str:

@@ -184,6 +184,9 @@ def bench_fl_command(
     """CLI body of ``fedstream bench fl``; the last line printed is one JSON object."""
     base: dict[str, Any] = dict(ctx.obj or {}) if ctx is not None else {}
     settings = Settings(**base)
+    from app.cli_support import require_broker
+
+    require_broker(settings)
     try:
         result = run_bench(settings.bootstrap, rounds=rounds, rows=rows)
     except processes.FLError as exc:

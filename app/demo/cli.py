@@ -59,13 +59,17 @@ def demo_command(
     prequential ROC AUC (global and per silo). At the end it asks the chatbot about a few
     customers and writes <data-dir>/reports/<timestamp>/ (auc.png with the centralised
     baseline, report.md with throughput and latencies). Everything it started is stopped,
-    also on Ctrl-C. The defaults finish in about 3-4 minutes on 2 cores.
+    also on Ctrl-C. The defaults finish in about 2-3 minutes on 2 cores.
     """
     from app.cli import settings_from
     from app.demo.runner import DemoOptions, run_demo
 
     console = Console()
     settings = settings_from(ctx, silos=silos)
+    if settings.bootstrap_servers:  # an existing cluster: it must answer (else own broker)
+        from app.cli_support import require_broker
+
+        require_broker(settings)
     options = DemoOptions(
         duration_s=duration,
         rounds=rounds,

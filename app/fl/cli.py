@@ -65,8 +65,9 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=1)
+    from app.cli_support import fail
+
+    return fail(message)
 
 
 @fl_app.command("up")
@@ -84,10 +85,17 @@ def fl_up(
     ] = True,
 ) -> None:
     """Start a SuperLink and one SuperNode per silo in the background, then `flwr run`."""
+    from app.cli_support import require_broker
+    from app.fl.config import DEFAULTS, FLConfig, FLConfigError
     from app.fl.processes import FLError, up
 
     settings = _settings(ctx, silos=silos)
     overrides = {"model-name": settings.model_name, **_overrides(run_config)}
+    try:  # a bad run config is reported before the broker is asked
+        FLConfig.from_run_config({**DEFAULTS, **overrides})
+    except FLConfigError as exc:
+        raise _fail(str(exc)) from None
+    require_broker(settings)
     try:
         dep = up(
             data_dir=settings.data_dir,
@@ -112,7 +120,10 @@ def fl_status(ctx: typer.Context) -> None:
     from app.fl.processes import status
 
     settings = _settings(ctx)
-    st = status(settings.data_dir)
+    try:
+        st = status(settings.data_dir)
+    except Exception as exc:  # the broker went away: fl.metrics cannot be read
+        raise _fail(f"could not read fl.metrics: {exc}") from None
     if st is None:
         console.print("federated training is not running (no state in data dir).")
         raise typer.Exit(code=3)
@@ -147,11 +158,13 @@ def baseline_command(
     run_config: RunConfigOpt = None,
 ) -> None:
     """Train the same model centrally on all silos' batches pooled (prequential reference)."""
+    from app.cli_support import require_broker
     from app.fl.baseline import read_silo_frames, run_baseline
     from app.fl.config import DEFAULTS, FLConfig, FLConfigError
     from app.fl.server_app import resolve_spec
 
     settings = _settings(ctx)
+    require_broker(settings)
     try:
         cfg = FLConfig.from_run_config(
             {**DEFAULTS, "model-name": settings.model_name, **_overrides(run_config)}

@@ -309,7 +309,9 @@ def ensure_topics(bootstrap: str, silo_ids: list[int]) -> None:
     """Create the catalogue's topics for ``silo_ids`` that are missing (tests, benchmark)."""
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from app.kafka.reach import quiet_config
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_config()})
     existing = set(admin.list_topics(timeout=_TIMEOUT).topics)
     new = [
         NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.configs)

@@ -123,8 +123,11 @@ def check_settings(
         raise FLError(str(exc)) from None
     from confluent_kafka.admin import AdminClient
 
+    from app.kafka.reach import quiet_config
+
     try:
-        existing = set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics)
+        admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_config()})
+        existing = set(admin.list_topics(timeout=10).topics)
     except Exception as exc:
         raise FLError(f"could not reach Kafka at {bootstrap}: {exc}") from None
     needed = [topics.silo_batches(s) for s in silo_ids] + [topics.MODEL_GLOBAL, topics.FL_METRICS]

@@ -17,6 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from app.kafka.reach import quiet_config
 from topics import TopicSpec
 
 __all__ = [
@@ -52,7 +53,7 @@ class ApplyReport:
 
 
 def make_admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return AdminClient({"bootstrap.servers": bootstrap, **quiet_config()})
 
 
 def describe_topics(admin: AdminClient, names: list[str] | None = None) -> dict[str, TopicState]:

@@ -7,6 +7,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
+from app.kafka.reach import quiet_config
+
 __all__ = ["delivery_errors", "make_consumer", "make_producer"]
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
         "message.max.bytes": 16 * 1024 * 1024,
+        **quiet_config(),
     }
     config.update(overrides)
     return Producer(config)
@@ -40,6 +43,7 @@ def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "fetch.message.max.bytes": 16 * 1024 * 1024,
+        **quiet_config(),
     }
     config.update(overrides)
     return Consumer(config)

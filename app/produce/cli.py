@@ -52,9 +52,11 @@ def _settings(ctx: typer.Context | None, **overrides: Any) -> Settings:
 def _send(
     settings: Settings, events: Any, title: str, rate: float | None, progress: bool, **kw: Any
 ) -> None:
+    from app.cli_support import require_broker
     from app.kafka.clients import make_producer
     from app.produce.sender import send_events
 
+    require_broker(settings)  # else the records wait in the producer's queue for minutes
     logger.info("sending %s to %s", title, settings.bootstrap)
     producer = make_producer(settings.bootstrap)
     summary = send_events(producer, events, rate=rate, progress=progress, **kw)
@@ -80,8 +82,9 @@ def _send(
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=1)
+    from app.cli_support import fail
+
+    return fail(message)
 
 
 @produce_app.command("synthetic")

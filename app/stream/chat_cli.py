@@ -48,14 +48,15 @@ def ask_command(
     the customer's tables answers on chatbot.responses. Exit code 2 on timeout.
     """
     from app.cli import settings_from
+    from app.cli_support import fail, require_broker
     from app.stream.ask import ChatClient
 
     settings = settings_from(ctx)
+    require_broker(settings, timeout)  # --timeout bounds the whole command
     try:
         client = ChatClient(settings.bootstrap, settings.namespace)
     except Exception as exc:
-        console.print(f"[bold red]error:[/] could not reach Kafka at {settings.bootstrap}: {exc}")
-        raise typer.Exit(code=1) from None
+        raise fail(f"could not reach Kafka at {settings.bootstrap}: {exc}") from None
     with client:
         reply = client.ask(customer_id, question, timeout)
     if reply is None:

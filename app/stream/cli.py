@@ -42,13 +42,16 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         Start several (each with its own --worker-id) to share the input partitions; table
         state moves with the partitions through the changelog topics.
         """
+        from app.cli_support import require_broker
+
+        settings = settings_from(ctx, batch_rows=batch_rows, batch_ms=batch_ms)
+        require_broker(settings)  # before Faust's imports; aiokafka would retry forever
         from faust.worker import Worker
 
         from app.stream.gc_pauses import settle_after_startup
         from app.stream.spec import feature_spec
         from app.stream.worker import create_worker_app
 
-        settings = settings_from(ctx, batch_rows=batch_rows, batch_ms=batch_ms)
         spec = feature_spec(settings, uci=uci)
         handle = create_worker_app(settings, spec, store=store, worker_id=worker_id)
         logger.info(
@@ -73,27 +76,44 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         limit: Annotated[int, typer.Option(help="Stop after N records (0 = follow forever).")] = 0,
         rows: Annotated[int, typer.Option(help="Rows to show of each frame.")] = 3,
     ) -> None:
-        """Print a topic's records readably: JSON pretty-printed, frames summarised."""
+        """Print a topic's records readably: JSON pretty-printed, frames summarised.
+
+        Ends with an error (exit 1) when the broker is unreachable or the topic does not
+        exist, instead of waiting for records that cannot come.
+        """
+        from confluent_kafka import KafkaError
+
+        from app.cli_support import fail, require_broker
         from app.kafka.clients import make_consumer
         from app.stream.render import render_record
 
         settings = settings_from(ctx)
+        require_broker(settings)
         consumer = make_consumer(
             settings.bootstrap,
             f"fedstream-tail-{int(time.time())}",
             **{"auto.offset.reset": "earliest" if from_beginning else "latest"},
         )
-        consumer.subscribe([topic])
-        stop = {"now": False}
-        signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-        seen = 0
         try:
+            meta = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise fail(f"topic {topic} does not exist on {settings.bootstrap}")
+            consumer.subscribe([topic])
+            stop = {"now": False}
+            signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+            seen = 0
             while not stop["now"] and (limit == 0 or seen < limit):
                 msg = consumer.poll(0.5)
                 if msg is None:
                     continue
-                if msg.error():
-                    typer.echo(f"error: {msg.error()}", err=True)
+                err = msg.error()
+                if err is not None:
+                    if err.fatal() or err.code() in (
+                        KafkaError._ALL_BROKERS_DOWN,
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    ):
+                        raise fail(f"tail {topic} on {settings.bootstrap}: {err.str()}")
+                    typer.echo(f"warning: {err.str()}", err=True)
                     continue
                 seen += 1
                 typer.echo(render_record(msg.topic(), msg.partition(), msg.offset(),

@@ -97,6 +97,9 @@ def test_summary_table_after_sending(monkeypatch: pytest.MonkeyPatch) -> None:
             return 0
 
     monkeypatch.setattr(clients, "make_producer", lambda bootstrap, **kw: Sink())
+    from app import cli_support
+
+    monkeypatch.setattr(cli_support, "require_broker", lambda settings, timeout_s=None: None)
     # Execute
     result = runner.invoke(produce_app, ["synthetic", "--customers", "3", "--events", "40"])
     # Assert
