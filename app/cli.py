@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
 
 from app.cli_support import require_broker
 from app.settings import Settings
@@ -184,8 +183,14 @@ def topics_list(
     offline: Annotated[
         bool, typer.Option(help="Show the catalogue without asking the broker.")
     ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per topic.")] = False,
 ) -> None:
-    """Show the catalogue and, per topic, what exists on the broker."""
+    """Show the catalogue and, per topic, what exists on the broker.
+
+    Piped (not a terminal) it prints tab-separated lines with a header; --json one JSON
+    object per line. Names and values are never cut.
+    """
+    from app.cli_support import print_table
     from topics import catalogue
 
     settings = settings_from(ctx)
@@ -199,26 +204,22 @@ def topics_list(
             states = describe_topics(make_admin(settings.bootstrap))
         except Exception as exc:
             raise _fail(f"could not reach Kafka at {settings.bootstrap}: {exc}") from None
-    table = Table(title=f"fedstream topics ({settings.bootstrap})")
-    for column in ("topic", "partitions", "configs", "key", "value", "on broker"):
-        table.add_column(column)
+    rows = []
     for spec in specs:
         state = states.get(spec.name)
         if offline:
             where = "-"
         elif state is None:
-            where = "[red]missing[/]"
+            where = "missing"
         else:
-            drift = {k for k, v in spec.configs.items() if state.configs.get(k) != v}
+            drift = sorted(k for k, v in spec.configs.items() if state.configs.get(k) != v)
             ok = state.partitions == spec.partitions and not drift
-            where = (
-                "[green]ok[/]"
-                if ok
-                else f"[yellow]{state.partitions} partitions, drift {sorted(drift)}[/]"
-            )
+            where = "ok" if ok else f"{state.partitions} partitions, drift {drift}"
         configs = ", ".join(f"{k}={v}" for k, v in spec.configs.items() if k != "retention.ms")
-        table.add_row(spec.name, str(spec.partitions), configs, spec.key, spec.value, where)
-    Console().print(table)
+        rows.append([spec.name, spec.partitions, configs, spec.key, spec.value, where])
+    columns = ["topic", "partitions", "configs", "key", "value", "on broker"]
+    print_table(f"fedstream topics ({settings.bootstrap})", columns, rows, json_output,
+                styles={"ok": "green", "missing": "red"})  # fmt: skip
 
 
 def _register_optional() -> None:

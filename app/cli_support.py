@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from app.settings import Settings
 
-__all__ = ["error_console", "fail", "is_terminal", "require_broker"]
+__all__ = ["error_console", "fail", "is_terminal", "print_table", "require_broker"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,3 +52,36 @@ def require_broker(settings: Settings, timeout_s: float | None = None) -> None:
         check_broker(settings.bootstrap, limit)
     except BrokerUnreachable as exc:
         raise fail(str(exc)) from None
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    json_output: bool = False,
+    styles: Mapping[str, str] | None = None,
+) -> None:
+    """A table on stdout that never cuts a name or a value.
+
+    On a terminal: a Rich table whose cells wrap instead of being cut (``styles`` maps a
+    cell's text to a Rich style). Piped, in CI, or with ``json_output``: complete lines a
+    script can read: tab-separated with a header line, or one JSON object per row.
+    """
+    if json_output:
+        for row in rows:
+            typer.echo(orjson.dumps(dict(zip(columns, row, strict=True)), default=str).decode())
+        return
+    if not is_terminal():
+        typer.echo("\t".join(columns))
+        for row in rows:
+            typer.echo("\t".join(" ".join(str(cell).split()) for cell in row))
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = [escape(str(cell)) for cell in row]
+        table.add_row(*(f"[{styles[c]}]{c}[/]" if styles and c in styles else c for c in cells))
+    Console().print(table)

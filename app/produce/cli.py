@@ -12,7 +12,6 @@ from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from app.settings import Settings
 
@@ -60,10 +59,9 @@ def _send(
     logger.info("sending %s to %s", title, settings.bootstrap)
     producer = make_producer(settings.bootstrap)
     summary = send_events(producer, events, rate=rate, progress=progress, **kw)
-    table = Table(title=f"{title} -> {settings.bootstrap}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in (
+    from app.cli_support import print_table
+
+    print_table(f"{title} -> {settings.bootstrap}", ["metric", "value"], [
         ("customer events", f"{summary.customers:,}"),
         ("transaction events", f"{summary.transactions:,}"),
         ("invalid events", f"{summary.invalid:,}"),
@@ -72,9 +70,7 @@ def _send(
         ("seconds", f"{summary.seconds:.2f}"),
         ("events/s", f"{summary.events_per_s:,.0f}"),
         ("interrupted", "yes" if summary.interrupted else "no"),
-    ):
-        table.add_row(name, value)
-    Console().print(table)
+    ])  # fmt: skip
     if summary.failed or summary.unflushed:
         raise typer.Exit(code=1)
     if summary.interrupted:
