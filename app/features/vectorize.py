@@ -28,7 +28,7 @@ import numpy.typing as npt
 from app.features.records import Customer, Transaction
 from app.features.spec import FeatureSpec
 from app.features.validation import CHANNELS, SEGMENTS
-from app.features.windows import CustomerWindows, WindowFeatures, snapshot, update
+from app.features.windows import CustomerWindows, WindowFeatures, admit, snapshot, update
 
 __all__ = [
     "AMOUNT_TO_LIMIT_CAP",
@@ -207,7 +207,13 @@ def join_transaction(
     state: CustomerWindows | None,
     out: FloatRow | None = None,
 ) -> JoinResult:
-    """Snapshot the windows, build the row, then add ``txn`` to the state.
+    """Admit, snapshot the windows, build the row, then add ``txn`` to the state.
+
+    Raises
+    ------
+    InvalidRecord
+        From :func:`app.features.windows.admit` (a repeated ``txn_id``, a transaction
+        older than the retained history) before anything changed.
 
     Parameters
     ----------
@@ -225,6 +231,7 @@ def join_transaction(
     if state is None:
         state = CustomerWindows()
     config = spec.windows
+    admit(state, txn, config)
     window = snapshot(state, txn.ts, config, merchant=txn.merchant_category, country=txn.country)
     row = build_row(spec, txn, profile, window, out)
     return JoinResult(row, label_of(txn), window, update(state, txn, config))

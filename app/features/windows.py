@@ -15,11 +15,20 @@ multiples of ``hop_s`` is a merge of buckets, so one state serves both windows:
   ``[floor(ts/hop)*hop + hop - long, floor(ts/hop)*hop + hop)``.
 
 :func:`snapshot` reads the aggregates *as they stand before* an event (so an event never
-sees itself: no label leakage), :func:`update` then adds it. Buckets older than
-``latest_ts - long_s - hop_s`` are pruned, so memory per customer is bounded by
-``long_s / hop_s + 2`` buckets. Late events are handled exactly as long as they are at
-most ``hop_s`` older than the customer's latest event (the grace period); later ones are
-still counted but their long window may miss pruned buckets.
+sees itself: no label leakage), :func:`update` then adds it.
+
+Robust to outliers: no single event can erase other events' windows. Buckets are pruned
+when a new one is created, below ``min(ts, latest_ts) - long_s - hop_s``: an event far
+ahead of the customer's history prunes nothing that its predecessors still need, and the
+next ordinary event prunes relative to itself. Memory per customer stays bounded by about
+``2 * long_s / hop_s`` buckets. Each bucket also keeps its latest event time, so
+``seconds_since_prev`` is the gap to the latest *earlier* event, not to an outlier ahead.
+
+Exactly-once per ``txn_id``: each bucket keeps the ids of its transactions, and
+:func:`admit` (called by :func:`app.features.vectorize.join_transaction` before anything
+changes) rejects a transaction whose id the customer's retained buckets already hold, and
+one older than what was pruned (``horizon``): its id could no longer be checked. Both
+raise :class:`InvalidRecord` and go to the dead-letter topic.
 
 A bucket holds the states of :data:`app.features.aggregators.AGGREGATORS` (Quix Streams
 style ``initialize``/``agg``/``result``, plus ``merge`` to combine buckets).
@@ -35,6 +44,7 @@ from typing import Any
 import orjson
 
 from app.features.aggregators import AGGREGATORS, Aggregator, Count, Distinct, Max, Sum
+from app.features.errors import InvalidRecord
 from app.features.records import Transaction
 
 __all__ = [
@@ -48,6 +58,7 @@ __all__ = [
     "WindowConfig",
     "WindowFeatures",
     "activity_summary",
+    "admit",
     "decode_state",
     "encode_state",
     "snapshot",
@@ -56,7 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +101,12 @@ class CustomerWindows:
     """Mutable window state of one customer (see the module docstring)."""
 
     buckets: dict[int, list[Any]] = field(default_factory=dict)
+    """``start -> [count, sum, max, {merchants}, {countries}, latest ts, {txn ids}]``."""
     last_ts: float | None = None
     count: int = 0
     total: float = 0.0
+    horizon: int | None = None
+    """Buckets starting before this were pruned; transactions there are refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,9 @@ class WindowFeatures:
 
 def _fresh() -> list[Any]:
     return [a.initialize() for a in AGGREGATORS]
+
+
+_LAST, _IDS = len(AGGREGATORS), len(AGGREGATORS) + 1  # bucket slots after the aggregators
 
 
 def _merge(acc: list[Any], bucket: list[Any]) -> None:
@@ -177,7 +194,15 @@ def snapshot(
     l_c: list[set[str]] = []
     s_m: list[set[str]] = []
     s_c: list[set[str]] = []
+    prev: float | None = None  # latest event time <= ts
+    inside = False  # an event later than ts in ts's own bucket: the gap is unknown, 0
     for start, b in state.buckets.items():
+        last = b[_LAST]
+        if last <= ts:
+            if prev is None or last > prev:
+                prev = last
+        elif start <= ts:
+            inside = True
         if lo <= start < hi:
             lc += b[0]
             ls += b[1]
@@ -194,7 +219,10 @@ def snapshot(
             s_c.append(b[4])
     long_merchants = _union(l_m)
     long_countries = _union(l_c)
-    last = state.last_ts
+    if inside or (prev is None and state.buckets):
+        gap: float | None = 0.0
+    else:
+        gap = None if prev is None else ts - prev
     return WindowFeatures(
         sc,
         ss,
@@ -208,7 +236,7 @@ def snapshot(
         lx,
         len(long_merchants),
         len(long_countries),
-        None if last is None else max(0.0, ts - last),
+        gap,
         state.total / state.count if state.count else None,
         merchant is not None and merchant in long_merchants,
         country is not None and country in long_countries,
@@ -223,14 +251,39 @@ def _union(sets: list[set[str]]) -> AbstractSet[str]:
     return set().union(*sets)
 
 
+def admit(state: CustomerWindows, txn: Transaction, config: WindowConfig) -> None:
+    """Refuse a transaction that would count twice; raises :class:`InvalidRecord`.
+
+    A ``txn_id`` already in the customer's retained buckets is a repeat; a transaction
+    older than the pruned ``horizon`` could be one without anybody knowing.
+    """
+    start = int(txn.ts // config.hop_s) * config.hop_s
+    horizon = state.horizon
+    if horizon is not None and start < horizon:
+        raise InvalidRecord(
+            f"late event: ts {txn.ts:.0f} is before the retained history of customer "
+            f"{txn.customer_id!r} (from {horizon}); a repeat of an older txn_id could not be told"
+        )
+    txn_id = txn.txn_id
+    for bucket in state.buckets.values():
+        if txn_id in bucket[_IDS]:
+            raise InvalidRecord(
+                f"repeated txn_id {txn_id!r} of customer {txn.customer_id!r}: already counted"
+            )
+
+
 def update(state: CustomerWindows, txn: Transaction, config: WindowConfig) -> CustomerWindows:
-    """Add ``txn`` to ``state`` **in place** and return it; prunes expired buckets."""
+    """Add ``txn`` to ``state`` **in place** and return it; prunes expired buckets.
+
+    Call :func:`admit` first (``join_transaction`` does): ``update`` itself never refuses.
+    """
     hop = config.hop_s
     ts = txn.ts
     start = int(ts // hop) * hop
     bucket = state.buckets.get(start)
+    previous_last = state.last_ts
     if bucket is None:
-        bucket = state.buckets[start] = _fresh()
+        bucket = state.buckets[start] = [*_fresh(), ts, set()]
         created = True
     else:
         created = False
@@ -239,31 +292,47 @@ def update(state: CustomerWindows, txn: Transaction, config: WindowConfig) -> Cu
     bucket[2] = _MAX.agg(bucket[2], txn, ts)
     bucket[3] = _MERCHANTS.agg(bucket[3], txn, ts)
     bucket[4] = _COUNTRIES.agg(bucket[4], txn, ts)
+    if ts > bucket[_LAST]:
+        bucket[_LAST] = ts
+    bucket[_IDS].add(txn.txn_id)
     state.count += 1
     state.total += txn.amount
-    if state.last_ts is None or ts > state.last_ts:
+    if previous_last is None or ts > previous_last:
         state.last_ts = ts
     if created:
-        cutoff = state.last_ts - config.long_s - hop
-        for old in [b for b in state.buckets if b < cutoff]:
-            del state.buckets[old]
+        # relative to the older of this event and the customer's latest: an outlier ahead
+        # of the history prunes nothing its predecessors still need
+        ref = ts if previous_last is None else min(ts, previous_last)
+        cutoff = ref - config.long_s - hop
+        old = [b for b in state.buckets if b < cutoff]
+        for b in old:
+            del state.buckets[b]
+        if old:
+            top = max(old) + hop
+            state.horizon = top if state.horizon is None else max(state.horizon, top)
     return state
 
 
 def encode_state(state: CustomerWindows) -> bytes:
     """Compact, deterministic JSON for a Faust table value.
 
-    Layout: ``[version, last_ts, count, total, buckets]``, each bucket
-    ``[start, count, sum, max, [merchants], [countries]]``.
+    Layout: ``[2, last_ts, count, total, horizon, buckets]``, each bucket
+    ``[start, count, sum, max, [merchants], [countries], latest ts, [txn ids]]``.
     """
     buckets = [
-        [start, b[0], b[1], b[2], sorted(b[3]), sorted(b[4])] for start, b in state.buckets.items()
+        [start, b[0], b[1], b[2], sorted(b[3]), sorted(b[4]), b[_LAST], sorted(b[_IDS])]
+        for start, b in state.buckets.items()
     ]
-    return orjson.dumps([_STATE_VERSION, state.last_ts, state.count, state.total, buckets])
+    return orjson.dumps(
+        [_STATE_VERSION, state.last_ts, state.count, state.total, state.horizon, buckets]
+    )
 
 
 def decode_state(data: bytes | bytearray | memoryview | None) -> CustomerWindows:
     """Inverse of :func:`encode_state`; empty or None gives a fresh state.
+
+    Version 1 states (no bucket times or ids) are read too: a bucket's latest time is
+    taken as the customer's latest time or its end, whichever is earlier.
 
     Raises
     ------
@@ -273,16 +342,32 @@ def decode_state(data: bytes | bytearray | memoryview | None) -> CustomerWindows
     if not data:
         return CustomerWindows()
     try:
-        version, last_ts, count, total, raw = orjson.loads(data)
-        if version != _STATE_VERSION:
+        doc = orjson.loads(data)
+        version = doc[0]
+        if version == 1:
+            _v, last_ts, count, total, raw = doc
+            horizon = None
+            end = float("inf") if last_ts is None else float(last_ts)
+            buckets = {
+                int(s): [int(c), float(t), float(m), set(ms), set(cs), min(end, s + 3600.0), set()]
+                for s, c, t, m, ms, cs in raw
+            }
+        elif version == _STATE_VERSION:
+            _v, last_ts, count, total, horizon, raw = doc
+            buckets = {
+                int(s): [int(c), float(t), float(m), set(ms), set(cs), float(lt), set(ids)]
+                for s, c, t, m, ms, cs, lt, ids in raw
+            }
+        else:
             raise ValueError(f"unsupported window state version {version!r}")
-        buckets = {
-            int(s): [int(c), float(t), float(m), set(ms), set(cs)] for s, c, t, m, ms, cs in raw
-        }
         return CustomerWindows(
-            buckets, None if last_ts is None else float(last_ts), int(count), float(total)
+            buckets,
+            None if last_ts is None else float(last_ts),
+            int(count),
+            float(total),
+            None if horizon is None else int(horizon),
         )
-    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, TypeError, ValueError, LookupError) as exc:
         raise ValueError(f"corrupt window state: {exc}") from None
 
 

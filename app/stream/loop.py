@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.features.event_time import StreamClock
 from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord, check_key, parse_chat_request
 from app.features.vectorize import aggregates_dict
@@ -143,7 +144,7 @@ class StreamLoop:
         self.responses_topic = namespaced(CHATBOT_RESPONSES, namespace)
         self.dlq_topic = namespaced(dlq(CHATBOT_REQUESTS), namespace)
         self.latest: OrderedDict[str, LatestTxn] = OrderedDict()
-        self.watermark_ts = 0.0
+        self.clock = StreamClock()  # stream time for answers; no one customer moves it
         self.counters = LoopCounters()
         self.sent: list[tuple[str, bytes | None, bytes]] = []
 
@@ -191,8 +192,7 @@ class StreamLoop:
         }
         self._send(self.enriched_topic, txn.customer_id.encode(), orjson.dumps(doc))
         self.counters.enriched += 1
-        if txn.ts > self.watermark_ts:
-            self.watermark_ts = txn.ts
+        self.clock.observe(txn.customer_id, txn.ts)
         if joined.row is not None:
             latest = self.latest
             latest[txn.customer_id] = LatestTxn(
@@ -274,7 +274,7 @@ class StreamLoop:
         latest = self.latest.get(cid)
         if profile is None and state.windows.count == 0 and latest is None:
             return unknown_customer_reply(request)
-        as_of = self.watermark_ts or state.windows.last_ts or time.time()
+        as_of = _as_of(self.clock.now, state.windows.last_ts)
         activity = activity_summary(state.windows, as_of, self.spec.windows)
         model = self.model
         if model is not None and latest is not None:
@@ -310,3 +310,9 @@ class StreamLoop:
             left = self.outbox.flush()
             if left:
                 logger.error("%d enriched/reply records not delivered before commit", left)
+
+
+def _as_of(stream_now: float | None, customer_last: float | None) -> float:
+    """Stream time of an answer: robust stream clock, or the customer's own latest event."""
+    times = [t for t in (stream_now, customer_last) if t is not None]
+    return max(times) if times else time.time()

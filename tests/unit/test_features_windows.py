@@ -55,11 +55,23 @@ def _brute_force(history: list[Transaction], txn: Transaction, cfg: WindowConfig
     return WindowFeatures(
         *agg(short),
         *agg(long),
-        seconds_since_prev=(max(0.0, txn.ts - max(h.ts for h in history)) if history else None),
+        seconds_since_prev=_gap(history, txn, cfg),
         customer_mean=sum(h.amount for h in history) / len(history) if history else None,
         seen_merchant=txn.merchant_category in {h.merchant_category for h in long},
         seen_country=txn.country in {h.country for h in long},
     )
+
+
+def _gap(history: list[Transaction], txn: Transaction, cfg: WindowConfig) -> float | None:
+    """Gap to the latest earlier event; 0 when a later one shares its bucket or none is earlier."""
+    if not history:
+        return None
+    bucket = math.floor(txn.ts / cfg.hop_s)
+    earlier = [h.ts for h in history if h.ts <= txn.ts]
+    same_later = any(h.ts > txn.ts and math.floor(h.ts / cfg.hop_s) == bucket for h in history)
+    if same_later or not earlier:
+        return 0.0
+    return txn.ts - max(earlier)
 
 
 def _assert_close(actual: WindowFeatures, expected: WindowFeatures) -> None:
@@ -196,9 +208,10 @@ def test_old_buckets_are_pruned() -> None:
     for hour in range(72):
         update(state, _txn(hour * HOUR + 10.0), cfg)
 
-    # Assert: only buckets within long_s + hop_s of the latest event remain
-    assert min(state.buckets) >= 71 * HOUR + 10 - cfg.long_s - cfg.hop_s
-    assert len(state.buckets) <= 26
+    # Assert: only buckets within long_s + hop_s of the previous event remain
+    assert min(state.buckets) >= 70 * HOUR + 10 - cfg.long_s - cfg.hop_s
+    assert len(state.buckets) <= 27
+    assert state.horizon == 46 * HOUR  # the pruned range: older events are refused
     assert state.count == 72
 
 

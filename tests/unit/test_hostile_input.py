@@ -244,3 +244,93 @@ def test_implausible_event_times_never_reach_state() -> None:
     with pytest.raises(InvalidRecord):
         customer = Customer("c1", 0, NOW * 1000).to_dict()
         processor.on_customer(orjson.dumps(customer), b"c1", 0, now_ms)
+
+
+def _hourly(state: Any, n: int, t0: float) -> None:
+    from app.features.vectorize import join_transaction
+
+    for i in range(n):
+        txn = parse_transaction(orjson.dumps(_txn(txn_id=f"h{i}", ts=t0 + i * 3600.0)))
+        join_transaction(SPEC, txn, None, state)
+
+
+def test_one_event_far_ahead_erases_no_window_and_no_gap() -> None:
+    from app.features.vectorize import join_transaction
+    from app.features.windows import CustomerWindows
+
+    # Prepare: ten hourly transactions, then one 20 h ahead of them
+    state = CustomerWindows()
+    t0 = NOW - 40 * 3600
+    _hourly(state, 10, t0)
+    ahead = parse_transaction(orjson.dumps(_txn(txn_id="far", ts=t0 + 29 * 3600.0)))
+    join_transaction(SPEC, ahead, None, state)
+
+    # Execute: the next ordinary transaction, one hour after the last ordinary one
+    nxt = parse_transaction(orjson.dumps(_txn(txn_id="next", ts=t0 + 10 * 3600.0)))
+    window = join_transaction(SPEC, nxt, None, state).window
+
+    # Assert: it sees its ten predecessors and the gap to the latest of them
+    assert window.long_count == 10
+    assert window.seconds_since_prev == 3600.0
+    assert window.short_count == 0
+
+
+def test_a_repeated_txn_id_never_counts_twice_and_changes_nothing() -> None:
+    from app.features.vectorize import join_transaction
+    from app.features.windows import CustomerWindows, encode_state
+
+    state = CustomerWindows()
+    _hourly(state, 3, NOW - 5 * 3600)
+    before = encode_state(state)
+    again = parse_transaction(orjson.dumps(_txn(txn_id="h1", ts=NOW - 60, amount=999.0)))
+    with pytest.raises(InvalidRecord) as info:
+        join_transaction(SPEC, again, None, state)
+    assert "repeated txn_id 'h1'" in info.value.reason
+    assert encode_state(state) == before
+
+
+def test_a_transaction_older_than_the_pruned_history_is_refused() -> None:
+    from app.features.vectorize import join_transaction
+    from app.features.windows import CustomerWindows
+
+    state = CustomerWindows()
+    _hourly(state, 60, NOW - 60 * 3600)  # prunes everything older than ~26 h
+    assert state.horizon is not None
+    old = parse_transaction(orjson.dumps(_txn(txn_id="h0", ts=NOW - 60 * 3600)))  # a repeat
+    with pytest.raises(InvalidRecord) as info:
+        join_transaction(SPEC, old, None, state)
+    assert info.value.reason.startswith("late event")
+
+
+def test_version_1_window_states_are_still_read() -> None:
+    from app.features.windows import decode_state
+
+    v1 = orjson.dumps([1, 7300.0, 2, 30.0, [[3600, 1, 10.0, 10.0, ["a"], ["DE"]],
+                                            [7200, 1, 20.0, 20.0, ["b"], ["FR"]]]])  # fmt: skip
+    state = decode_state(v1)
+    assert state.count == 2 and state.last_ts == 7300.0
+    assert [b[5] for b in state.buckets.values()] == [7200.0, 7300.0]
+
+
+def test_one_customers_outlier_does_not_move_other_customers_as_of() -> None:
+    # Prepare: four customers with transactions a minute ago
+    processor, loop = _processor()
+    now_ms = int(NOW * 1000)
+    for i, cid in enumerate(("a", "b", "c", "d")):
+        raw = orjson.dumps(_txn(txn_id=f"x{i}", customer_id=cid, ts=NOW - 60 + i))
+        joined = processor.on_transaction(raw, cid.encode(), 0, i, now_ms)
+        assert joined is not None
+        loop.on_joined(joined)
+    ask = b'{"request_id":"r","customer_id":"a"}'
+    before = loop.answer(parse_chat_request(ask))["activity"]
+
+    # Execute: customer d sends one event as far ahead as the policy allows
+    raw = orjson.dumps(_txn(txn_id="x9", customer_id="d", ts=NOW + 3500))
+    joined = processor.on_transaction(raw, b"d", 0, 9, now_ms)
+    assert joined is not None
+    loop.on_joined(joined)
+    after = loop.answer(parse_chat_request(ask))["activity"]
+
+    # Assert
+    assert after["as_of"] == before["as_of"] <= NOW
+    assert after["short"]["count"] == before["short"]["count"] == 1
