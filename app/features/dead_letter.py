@@ -57,7 +57,7 @@ def dead_letter(
     now_ms: int | None = None,
 ) -> bytes:
     """The encoded dead letter; at most :data:`MAX_DEAD_LETTER_BYTES` bytes, always."""
-    reason = reason[:_MAX_REASON]
+    reason = reason[:_MAX_REASON].encode("utf-8", "replace").decode()  # no lone surrogates
     key_n = None if key is None else len(key)
     value_n = None if value is None else len(value)
     doc: dict[str, Any] = {
