@@ -28,7 +28,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.exceptions import PartitionsMismatch
@@ -39,9 +39,11 @@ from app.features.event_time import TimePolicy
 from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord
 from app.settings import Settings
+from app.stream.commit_watch import CommitWatch
 from app.stream.gc_pauses import FULL_GC_INTERVAL_S, collect_old_garbage, gc_pauses
 from app.stream.loop_agents import attach_loop
 from app.stream.loop_lag import LoopLag
+from app.stream.offsets import WorkerFaustApp
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
 from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, namespaced, silo_batches
 
@@ -131,6 +133,7 @@ class WorkerHandle:
         self.loop: Any = None  # app.stream.loop.StreamLoop, set by create_worker_app
         self.commit_ms = CommitTimes()
         self.loop_lag = LoopLag()
+        self.commit_watch = CommitWatch()
         self.inputs_open = asyncio.Event()  # cleared while commit_in_steps runs
         self.inputs_open.set()
 
@@ -162,7 +165,7 @@ def create_worker_app(
     data_dir = Path(settings.data_dir) / "worker" / worker_id
     data_dir.mkdir(parents=True, exist_ok=True)
     ns = settings.namespace
-    app = faust.App(
+    app = WorkerFaustApp(  # Faust's app with its offset tracking fixed (app.stream.offsets)
         namespaced(WORKER_APP_ID, ns),
         broker=f"kafka://{settings.bootstrap}",
         store=store,
@@ -331,6 +334,8 @@ def create_worker_app(
             handle.inputs_open.set()
             held = time.perf_counter() - t0
             await committing
+            if not app.rebalancing:  # no commit can succeed while the group rebalances
+                watch_commits()
             handle.commit_ms.add(
                 frames=frames_s, outbox=outbox_s, state_chunk=state_s,
                 offsets=time.perf_counter() - t3, inputs_held=held,
@@ -339,6 +344,15 @@ def create_worker_app(
             handle.inputs_open.set()
 
     app.sensors.add(CommitSensor(flush_everything))
+
+    def processed_positions() -> dict[Any, int]:
+        return {ev.message.tp: ev.message.offset + 1 for ev in handle.last_event.values()}
+
+    def watch_commits() -> None:
+        """Log partitions whose commits fall behind processing (app.stream.commit_watch)."""
+        committed = cast(Any, app.consumer)._committed_offset  # what Faust committed
+        for trail in handle.commit_watch.observe(processed_positions(), committed):
+            logger.warning("commit trails processing: %s", trail)
 
     @app.agent(customers)
     async def on_customers(stream: Any) -> None:
@@ -401,15 +415,21 @@ def create_worker_app(
     async def log_progress() -> None:
         c = processor.counters
         logger.info(
-            "customers %d, transactions %d, invalid %d, frames %d, rows per silo %s; %s; %s; %s",
+            "customers %d, transactions %d, invalid %d, frames %d, rows per silo %s; "
+            "%s; %s; %s; %s",
             c.customers, c.transactions, c.invalid, c.frames, c.per_silo_rows,
-            handle.commit_ms.take_summary(), gc_pauses.take_summary(),
+            handle.commit_ms.take_summary(), handle.commit_watch.take_summary(),
+            gc_pauses.take_summary(),
             handle.loop_lag.take_summary(),
         )  # fmt: skip
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         flush_everything()
+        # Faust flushed its producer before this signal: deliver what was just written
+        # before the partitions move, or their next owner recovers state without it.
+        await app.producer.flush()
+        handle.commit_watch.reset(processed_positions())
         processor.forget({tp.partition for tp in revoked if tp.topic == transactions_name})
 
     return handle
