@@ -243,6 +243,9 @@ def _register_optional() -> None:
     app.command("ask")(ask_command)
 
     from app.demo.cli import demo_command
+    from app.ops.cli import status_command
+
+    app.command("status")(status_command)
 
     app.command("demo")(demo_command)
 

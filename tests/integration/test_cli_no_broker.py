@@ -24,6 +24,8 @@ COMMANDS = [
     ["worker"],
     ["tail", "silo.0.batches", "--limit", "1"],
     ["ask", "cust-000001", "--timeout", str(TIMEOUT_S)],
+    ["status"],
+    ["status", "--wait-drained"],
     ["fl", "up"],
     ["baseline"],
     ["bench", "chat", "--seconds", "2"],

@@ -1,0 +1,1 @@
+"""Operating fedstream: ``fedstream status``, Prometheus metrics, partition checks."""
