@@ -16,7 +16,7 @@ from pathlib import Path
 from app.ports import free_port
 
 TIMEOUT_S = 1.0
-STARTUP_ALLOWANCE_S = 30.0  # Python + imports (JAX for some) on a loaded 2-core box
+STARTUP_ALLOWANCE_S = 45.0  # Python + imports (JAX for some) on a loaded 2-core box
 COMMANDS = [
     ["topics", "list"],
     ["topics", "apply"],
