@@ -189,6 +189,7 @@ def bench_quality_command(
     from app.fl.cli import _overrides
 
     overrides = _overrides(run_config)
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # one line per aggregation otherwise
     results: dict[str, Any] = {}
     for name in [s.strip() for s in streams.split(",") if s.strip()]:
         t0 = time.perf_counter()

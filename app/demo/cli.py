@@ -40,10 +40,20 @@ def demo_command(
         int,
         typer.Option(
             min=1,
-            help="Fewest new rows a silo trains on; with fewer it waits for a later round "
-            "(warm Flower rounds take ~2 s, so this sets how much data each round sees).",
+            help="Fewest new rows a silo takes part with; with fewer it waits for a later round.",
         ),
-    ] = 2500,
+    ] = 32,
+    round_rows: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Rows per silo a round waits for (up to round-wait s; round 1 waits for 250, "
+            "doubling each round up to this).",
+        ),
+    ] = 2000,
+    preset: Annotated[
+        str, typer.Option(help="Synthetic bank preset: realistic (default) or classic.")
+    ] = "realistic",
     fresh: Annotated[
         bool,
         typer.Option(help="Start the demo's own broker with empty storage (else keep its data)."),
@@ -81,6 +91,8 @@ def demo_command(
         batch_ms=batch_ms,
         max_rows_per_round=max_rows_per_round,
         min_rows_per_round=min_rows_per_round,
+        round_rows=round_rows,
+        preset=preset,
         fresh_broker=fresh,
         live=live,
     )

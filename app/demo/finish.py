@@ -67,7 +67,7 @@ def write_report(
     wall_s: float,
 ) -> Path:
     """Compute the baseline and latencies, write ``auc.png`` and ``report.md``."""
-    from app.fl.baseline import read_silo_frames, run_baseline
+    from app.fl.baseline import read_silo_frames, rounds_rows_from_metrics, run_baseline
     from app.fl.config import FLConfig
     from app.fl.server_app import resolve_spec
 
@@ -78,20 +78,43 @@ def write_report(
     frames = [
         read_silo_frames(settings.bootstrap, s, spec_version, n_features) for s in settings.silo_ids
     ]
-    baseline = run_baseline(frames, cfg, n_features) if any(frames) else None
+    # the federated run's rounds and rows: the baseline's figures compare like with like
+    baseline = (
+        run_baseline(
+            frames,
+            cfg,
+            n_features,
+            silo_ids=settings.silo_ids,
+            rounds_rows=rounds_rows_from_metrics(rounds) or None,
+        )
+        if any(frames)
+        else None
+    )
     overall = baseline.overall.roc_auc() if baseline and baseline.overall else None
     summary["event-to-enriched latency (ms)"] = latency_percentiles(
         enriched_latencies(settings.bootstrap)
     )
     summary["chatbot round trip (ms)"] = latency_percentiles([c["latency_ms"] for c in chats])
+    whole = ((rounds[-1].get("whole_run") or {}).get("global") or {}) if rounds else {}
+    summary["federated whole-run prequential ROC AUC"] = whole.get("roc_auc")
+    summary["centralised whole-run prequential ROC AUC (same rows and rounds)"] = overall
+    summary["federated whole-run PR AUC"] = whole.get("pr_auc")
+    summary["centralised whole-run PR AUC"] = (
+        baseline.overall.pr_auc() if baseline and baseline.overall else None
+    )
     if rounds:
-        summary["final global prequential ROC AUC"] = (rounds[-1].get("global") or {}).get(
+        summary["last round's global prequential ROC AUC"] = (rounds[-1].get("global") or {}).get(
             "roc_auc"
         )
-    summary["centralised baseline overall ROC AUC"] = overall
     summary["demo wall seconds (until the report)"] = round(wall_s, 1)
     options = summary.pop("options", {})
-    plot = plot_auc(out_dir / "auc.png", rounds, baseline.rounds if baseline else [], overall)
+    plot = plot_auc(
+        out_dir / "auc.png",
+        rounds,
+        baseline.rounds if baseline else [],
+        overall,
+        federated_overall=whole.get("roc_auc"),
+    )
     md = write_markdown(
         out_dir / "report.md",
         {**summary, "options": options},

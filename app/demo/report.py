@@ -41,11 +41,16 @@ def plot_auc(
     baseline: Sequence[dict[str, Any]] = (),
     baseline_overall: float | None = None,
     title: str = "Prequential ROC AUC per round",
+    federated_overall: float | None = None,
 ) -> Path:
-    """Global and per-silo prequential ROC AUC of each round, with the centralised baseline."""
+    """Global and per-silo prequential ROC AUC of each round, with the centralised baseline.
+
+    The baseline replays the federated rounds (same rows), so each round's points and
+    the two whole-run lines compare like with like.
+    """
     import matplotlib.pyplot as plt
 
-    fig = auc_figure(rounds, baseline, baseline_overall, title)
+    fig = auc_figure(rounds, baseline, baseline_overall, title, federated_overall)
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -56,6 +61,7 @@ def auc_figure(
     baseline: Sequence[dict[str, Any]] = (),
     baseline_overall: float | None = None,
     title: str = "Prequential ROC AUC per round",
+    federated_overall: float | None = None,
 ) -> Any:
     """The matplotlib figure of :func:`plot_auc` (the caller closes it)."""
     import matplotlib
@@ -97,7 +103,15 @@ def auc_figure(
             linestyle=":",
             color="tab:red",
             alpha=0.6,
-            label=f"centralised overall {baseline_overall:.3f}",
+            label=f"centralised whole run {baseline_overall:.3f}",
+        )
+    if federated_overall is not None and math.isfinite(federated_overall):
+        ax.axhline(
+            federated_overall,
+            linestyle=":",
+            color="black",
+            alpha=0.6,
+            label=f"federated whole run {federated_overall:.3f}",
         )
     ax.axhline(0.5, color="grey", linewidth=0.8, alpha=0.5)
     ax.set_xlabel("round (each row scored before it is trained on)")
@@ -141,16 +155,18 @@ def write_markdown(
         "",
         "## Federated rounds",
         "",
-        "| round | model | rows | global ROC AUC | per-silo ROC AUC | seconds |",
-        "|---|---|---|---|---|---|",
+        "| round | model | rows | silos trained | global ROC AUC | per-silo ROC AUC | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
         g = r.get("global") or {}
         silos = ", ".join(
             f"{s}: {_fmt(_auc(v))}" for s, v in sorted((r.get("silos") or {}).items())
         )
+        part = r.get("participation") or {}
+        trained = f"{part.get('trained', 'n/a')} of {part.get('replied', 'n/a')}"
         lines.append(
-            f"| {r['round']} | {r.get('model_version')} | {_fmt(g.get('rows'))} | "
+            f"| {r['round']} | {r.get('model_version')} | {_fmt(g.get('rows'))} | {trained} | "
             f"{_fmt(_auc(g))} | {silos} | {_fmt(r.get('round_seconds'), 1)} |"
         )
     lines += ["", "## Centralised baseline (all silos pooled, same model, prequential)", "", "```"]

@@ -53,7 +53,9 @@ class DemoOptions:
     batch_rows: int = 256
     batch_ms: int = 1000
     max_rows_per_round: int = 5000
-    min_rows_per_round: int = 2500
+    min_rows_per_round: int = 32
+    round_rows: int = 2000
+    preset: str = "realistic"
     fresh_broker: bool = True
     live: bool = True
 
@@ -134,7 +136,9 @@ def _producer(settings: Settings, options: DemoOptions, running: _Running) -> th
     from app.produce.sender import send_events
     from app.produce.synthetic import SyntheticBank
 
-    bank = SyntheticBank(customers=options.customers, silos=settings.silos, seed=options.seed)
+    bank = SyntheticBank(
+        customers=options.customers, silos=settings.silos, seed=options.seed, preset=options.preset
+    )
 
     def events() -> Iterator[Any]:
         for event in bank.events():
@@ -287,9 +291,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
         "model-name": model,
         "max-rows-per-round": options.max_rows_per_round,
         "min-rows": options.min_rows_per_round,
+        "round-rows": options.round_rows,
         "idle-backoff-max": 4.0,
         "round-timeout": 60.0,
-        "init-prior": 0.01,  # ~ the synthetic fraud rate: no inverted early rounds
     }
     interrupted = False
     try:

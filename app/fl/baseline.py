@@ -1,11 +1,13 @@
 """Centralised baseline: the same model and prequential evaluation on all silos pooled.
 
-The silos' frames are cut into "rounds" exactly as the federated clients read them
-(whole frames, at most ``max-rows-per-round`` rows per silo and round); round ``r`` of
-the baseline pools round ``r`` of every silo, scores it with the current model first,
-then trains on it, with the same cumulative standardisation as the federated server.
-The difference between its prequential ROC AUC and the federated one is the cost of
-federation.
+When the federated run's ``fl.metrics`` are at hand, the baseline replays its rounds:
+round ``r`` pools exactly the rows every silo read in federated round ``r``, scores them
+with the current model first, then trains on them (the same code as ``bench quality``'s
+centralised model, :func:`app.fl.simulate.run_centralised`), with the same cumulative
+standardisation and the same settings. Without them, the silos' frames are cut into
+rounds of whole frames, at most ``max-rows-per-round`` rows per silo. Whole-run figures
+are reported globally and per silo; the difference to the federated whole-run figures
+is the cost of federation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,12 +23,16 @@ import topics
 from app.features.frames import decode_batch
 from app.fl.config import FLConfig
 from app.fl.kafka_io import scan_topic
-from app.fl.rounds import prequential_round
-from app.model.metrics import ScoreHistogram, merge_histograms
-from app.model.params import init_arrays, with_prior
-from app.model.standardize import MomentStats
+from app.fl.simulate import Plan, SiloStream, run_centralised
+from app.model.metrics import ScoreHistogram
 
-__all__ = ["BaselineReport", "plan_rounds", "read_silo_frames", "run_baseline"]
+__all__ = [
+    "BaselineReport",
+    "plan_rounds",
+    "read_silo_frames",
+    "rounds_rows_from_metrics",
+    "run_baseline",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +76,12 @@ def plan_rounds(frames: Sequence[Sequence[Chunk]], max_rows: int) -> list[Chunk]
 
 @dataclass
 class BaselineReport:
-    """Per-round and overall prequential metrics of the centralised model."""
+    """Per-round, whole-run global and whole-run per-silo prequential metrics."""
 
     rounds: list[dict[str, float | int | None]] = field(default_factory=list)
     overall: ScoreHistogram | None = None
+    silos: dict[int, ScoreHistogram] = field(default_factory=dict)
+    same_rows_as_federated: bool = False
 
     def lines(self) -> list[str]:
         out = [
@@ -82,10 +91,20 @@ class BaselineReport:
         ]
         if self.overall is not None:
             h = self.overall
+            which = (
+                "the federated run's rounds and rows"
+                if self.same_rows_as_federated
+                else ("all rows on the silo topics")
+            )
             out.append(
                 f"overall: rows {h.count}  prequential ROC AUC {_fmt(h.roc_auc())}  "
-                f"PR AUC {_fmt(h.pr_auc())}  log loss {_fmt(h.log_loss())}"
+                f"PR AUC {_fmt(h.pr_auc())}  log loss {_fmt(h.log_loss())}  ({which})"
             )
+            for silo, sh in sorted(self.silos.items()):
+                out.append(
+                    f"  silo {silo}: rows {sh.count}  prequential ROC AUC {_fmt(sh.roc_auc())}"
+                    f"  PR AUC {_fmt(sh.pr_auc())}"
+                )
         return out
 
 
@@ -93,30 +112,110 @@ def _fmt(value: float | int | None) -> str:
     return "  n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
 
 
+def rounds_rows_from_metrics(docs: Sequence[dict[str, Any]]) -> list[dict[int, int]]:
+    """Rows each silo read in each published round, from ``fl.metrics`` documents.
+
+    Uses ``participation.rows`` (every reply, incl. rows read in idle rounds before it)
+    or, for older documents, the per-silo ``rows``. A round published twice keeps its
+    last document.
+    """
+    by_round: dict[int, dict[str, Any]] = {}
+    for doc in docs:
+        by_round[int(doc["round"])] = doc
+    out = []
+    for _r, doc in sorted(by_round.items()):
+        rows = (doc.get("participation") or {}).get("rows")
+        if rows is None:
+            rows = {s: v.get("rows", 0) for s, v in (doc.get("silos") or {}).items()}
+        out.append({int(s): int(n) for s, n in rows.items() if int(n) > 0})
+    return out
+
+
+def _plan(
+    streams: Sequence[SiloStream],
+    silo_ids: Sequence[int],
+    frames: Sequence[Sequence[Chunk]],
+    cfg: FLConfig,
+    rounds_rows: Sequence[dict[int, int]] | None,
+) -> Plan:
+    if not rounds_rows:  # no federated run to follow: whole frames up to max rows per silo
+        plan: Plan = []
+        cursors = [0] * len(frames)
+        starts = [0] * len(frames)
+        while any(c < len(f) for c, f in zip(cursors, frames, strict=True)):
+            entry = {}
+            for s, silo_frames in enumerate(frames):
+                rows = 0
+                while cursors[s] < len(silo_frames):
+                    n = silo_frames[cursors[s]][0].shape[0]
+                    if rows and rows + n > cfg.max_rows_per_round:
+                        break
+                    rows += n
+                    cursors[s] += 1
+                    if rows >= cfg.max_rows_per_round:
+                        break
+                if rows:
+                    entry[s] = (starts[s], starts[s] + rows)
+                    starts[s] += rows
+            plan.append(entry)
+        return plan
+    index = {silo: i for i, silo in enumerate(silo_ids)}
+    used = [0] * len(streams)
+    plan = []
+    for round_rows in rounds_rows:
+        entry = {}
+        for silo, n in round_rows.items():
+            i = index.get(silo)
+            if i is None:
+                continue
+            end = min(used[i] + n, streams[i].rows)
+            if end > used[i]:
+                entry[i] = (used[i], end)
+                used[i] = end
+        if entry:
+            plan.append(entry)
+    return plan
+
+
 def run_baseline(
-    frames: Sequence[Sequence[Chunk]], cfg: FLConfig, n_features: int
+    frames: Sequence[Sequence[Chunk]],
+    cfg: FLConfig,
+    n_features: int,
+    silo_ids: Sequence[int] | None = None,
+    rounds_rows: Sequence[dict[int, int]] | None = None,
 ) -> BaselineReport:
-    """Centralised prequential training over per-silo frames (see the module docstring)."""
-    model_cfg = cfg.model_config(n_features)
-    arrays = with_prior(init_arrays(model_cfg), cfg.init_prior)
-    moments = MomentStats.empty(n_features)
-    report = BaselineReport()
-    hists = []
-    for i, (X, y) in enumerate(plan_rounds(frames, cfg.max_rows_per_round), start=1):
-        mean, std = moments.mean_std() if moments.count else (None, None)
-        result = prequential_round(arrays, X, y, model_cfg, mean, std)
-        arrays = result.arrays
-        moments = moments.merge(result.moments)
-        hists.append(result.histogram)
-        h = result.histogram
+    """Centralised prequential training over per-silo frames (see the module docstring).
+
+    With ``rounds_rows`` (from :func:`rounds_rows_from_metrics`) the baseline replays the
+    federated run's rounds: the same rows of each silo in the same rounds, so its
+    whole-run figures compare like with like. Without, it cuts the frames into rounds of
+    at most ``max-rows-per-round`` rows per silo.
+    """
+    ids = list(silo_ids) if silo_ids is not None else list(range(len(frames)))
+    streams = []
+    for silo_frames in frames:
+        X = (
+            np.concatenate([x for x, _ in silo_frames])
+            if silo_frames
+            else np.zeros((0, n_features), np.float32)
+        )
+        y = np.concatenate([y for _, y in silo_frames]) if silo_frames else np.zeros(0)
+        streams.append(SiloStream(X, y, np.arange(X.shape[0])))
+    plan = _plan(streams, ids, frames, cfg, rounds_rows)
+    result = run_centralised(streams, plan, cfg, n_features)
+    report = BaselineReport(same_rows_as_federated=bool(rounds_rows))
+    for i, r in enumerate(result.rounds, start=1):
+        h = r["histogram"]
         report.rounds.append(
             {
                 "round": i,
-                "rows": result.rows,
+                "rows": int(r["rows"]),
                 "roc_auc": h.roc_auc(),
                 "pr_auc": h.pr_auc(),
                 "log_loss": h.log_loss(),
             }
         )
-    report.overall = merge_histograms(hists) if hists else None
+    if result.published:
+        report.overall = result.published_global()
+        report.silos = {ids[i]: h for i, h in result.published.items()}
     return report

@@ -133,15 +133,41 @@ def fl_status(ctx: typer.Context) -> None:
     if st.latest is None:
         console.print("no round published yet")
     else:
-        g = st.latest["global"]
-        console.print(
-            f"round {st.latest['round']} ({st.latest.get('model_version')}): prequential ROC AUC "
-            f"{g.get('roc_auc')}, PR AUC {g.get('pr_auc')}, log loss {g.get('log_loss')}, "
-            f"rows {g.get('rows')}, {st.latest.get('round_seconds')} s"
-        )
+        for line in status_lines(st.latest):
+            console.print(line)
         typer.echo(orjson.dumps(st.latest, option=orjson.OPT_INDENT_2).decode())
     if not all(st.processes.values()):
         raise typer.Exit(code=3)
+
+
+def _fig(doc: dict[str, Any] | None) -> str:
+    if not doc:
+        return "n/a"
+
+    def f(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
+
+    return (
+        f"ROC AUC {f(doc.get('roc_auc'))}, PR AUC {f(doc.get('pr_auc'))}, "
+        f"{doc.get('labelled')} labelled rows ({doc.get('positives')} positive)"
+    )
+
+
+def status_lines(latest: dict[str, Any]) -> list[str]:
+    """What ``fl status`` prints first: whole-run figures, then the latest round."""
+    whole = latest.get("whole_run") or {}
+    lines = [
+        f"whole run ({whole.get('rounds', '?')} rounds, prequential): {_fig(whole.get('global'))}"
+    ]
+    for silo, doc in (whole.get("silos") or {}).items():
+        lines.append(f"  silo {silo}: {_fig(doc)}")
+    part = latest.get("participation") or {}
+    lines.append(
+        f"latest round {latest['round']} ({latest.get('model_version')}): "
+        f"{_fig(latest.get('global'))}; {part.get('trained', '?')} of {part.get('replied', '?')}"
+        f" silos trained, {latest.get('round_seconds')} s"
+    )
+    return lines
 
 
 @fl_app.command("down")
@@ -156,11 +182,20 @@ def fl_down(ctx: typer.Context) -> None:
 def baseline_command(
     ctx: typer.Context,
     run_config: RunConfigOpt = None,
+    same_rows: Annotated[
+        bool,
+        typer.Option(
+            "--same-rows/--all-rows",
+            help="Replay the federated run's rounds from fl.metrics (the same rows, default) "
+            "or use every frame on the silo topics.",
+        ),
+    ] = True,
 ) -> None:
     """Train the same model centrally on all silos' batches pooled (prequential reference)."""
     from app.cli_support import require_broker
-    from app.fl.baseline import read_silo_frames, run_baseline
+    from app.fl.baseline import read_silo_frames, rounds_rows_from_metrics, run_baseline
     from app.fl.config import DEFAULTS, FLConfig, FLConfigError
+    from app.fl.kafka_io import read_metrics
     from app.fl.server_app import resolve_spec
 
     settings = _settings(ctx)
@@ -177,7 +212,15 @@ def baseline_command(
     ]
     if not any(frames):
         raise _fail(f"no frames of spec {spec_version} on the silo topics at {settings.bootstrap}")
-    for line in run_baseline(frames, cfg, n_features).lines():
+    rounds_rows = (
+        rounds_rows_from_metrics(read_metrics(settings.bootstrap, cfg.model_name))
+        if same_rows
+        else []
+    )
+    report = run_baseline(
+        frames, cfg, n_features, silo_ids=settings.silo_ids, rounds_rows=rounds_rows or None
+    )
+    for line in report.lines():
         typer.echo(line)
 
 

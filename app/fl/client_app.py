@@ -4,7 +4,8 @@ Every round (one ``train`` message; evaluation is inside it):
 
 1. open a consumer on ONLY this silo's topic (``--node-config`` of the SuperNode gives
    ``silo-id``, ``topic`` and ``bootstrap``) at the committed offset of the silo's group;
-2. read the NEW frames, at most ``max-rows-per-round`` rows;
+2. read the NEW frames, at most ``max-rows-per-round`` rows, waiting up to
+   ``round-wait`` s for the ``round-rows`` the server asks for (the round policy);
 3. too few rows (< ``min-rows``): reply "no data" (weight 0, ``no-data`` = 1) and commit
    nothing, so the rows wait for the next round and the server backs off;
 4. otherwise score the rows with the received global model first (prequential), train
@@ -18,6 +19,7 @@ consumer is opened and closed per round.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +37,11 @@ from app.fl.messages import (
 )
 from app.fl.rounds import prequential_round
 
-__all__ = ["NodeSettings", "app", "handle_train"]
+__all__ = ["NodeSettings", "app", "handle_train", "read_round"]
 
 logger = logging.getLogger(__name__)
+
+_WAIT_POLL_S = 0.5
 
 app = ClientApp()
 
@@ -63,12 +67,31 @@ class NodeSettings:
         return cls(silo, topic, bootstrap, group)
 
 
+def read_round(
+    reader: SiloReader, cfg: FLConfig, round_rows: int, spec_version: str, n_features: int
+) -> SiloBatch:
+    """The round policy on the silo's side: wait up to ``round-wait`` s for ``round_rows``.
+
+    Nothing is committed while waiting; each look reads again from the committed offset.
+    With ``first-ready`` (or no target from the server) the silo takes what it has.
+    """
+    batch: SiloBatch = reader.read(cfg.max_rows_per_round, spec_version, n_features)
+    want = min(round_rows, cfg.max_rows_per_round)
+    if cfg.round_policy != "wait" or want <= 0:
+        return batch
+    deadline = time.monotonic() + cfg.round_wait
+    while batch.rows < want and time.monotonic() < deadline:
+        time.sleep(_WAIT_POLL_S)
+        batch = reader.read(cfg.max_rows_per_round, spec_version, n_features)
+    return batch
+
+
 def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
     """One round of one silo (see the module docstring); the adapter's whole logic."""
     ins = parse_train_message(msg)
     model_cfg = cfg.model_config(ins.n_features, proximal_mu=ins.proximal_mu)
     with SiloReader(node.bootstrap, node.topic, node.group) as reader:
-        batch: SiloBatch = reader.read(cfg.max_rows_per_round, ins.spec_version, ins.n_features)
+        batch = read_round(reader, cfg, ins.round_rows, ins.spec_version, ins.n_features)
         common = {
             "silo": node.silo_id,
             "topic": node.topic,
@@ -91,7 +114,9 @@ def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
         from app.model.params import param_names  # JAX/Flax: only when there are rows
 
         arrays = arrays_from_record(ins.arrays_record, param_names(model_cfg))
-        result = prequential_round(arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std)
+        result = prequential_round(
+            arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std, set_prior=ins.set_prior
+        )
         reply = build_reply(msg, result=result, **common)  # type: ignore[arg-type]
         reader.commit(batch)
     logger.info(

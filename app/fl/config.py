@@ -54,6 +54,8 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "first-round-rows": 250,
     "round-wait": 10.0,
     "round-policy": "wait",
+    "local-steps": 0,
+    "prior-from-data": True,
 }
 
 
@@ -111,6 +113,12 @@ class FLConfig:
         ``round-timeout``); it then takes part with what it has if that is ``min-rows``.
     round_policy : str
         ``wait`` (above) or ``first-ready`` (no wait: whatever a silo has when asked).
+    local_steps : int
+        Local training budget in optimizer steps per round (whole epochs up to it, at
+        least one); 0 = ``local-epochs`` epochs.
+    prior_from_data : bool
+        While nobody has trained the model, silos start its head at their own base rate
+        (FedAvg then averages them); ``init-prior`` > 0 sets it by hand instead.
     """
 
     num_rounds: int = 0
@@ -141,6 +149,8 @@ class FLConfig:
     first_round_rows: int = 250
     round_wait: float = 10.0
     round_policy: str = "wait"
+    local_steps: int = 0
+    prior_from_data: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -167,6 +177,7 @@ class FLConfig:
             "first-round-rows": self.first_round_rows >= 1,
             "round-wait": 0 <= self.round_wait < self.round_timeout,
             "round-policy": self.round_policy in ROUND_POLICIES,
+            "local-steps": self.local_steps >= 0,
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
@@ -218,6 +229,7 @@ class FLConfig:
             learning_rate=self.lr,
             batch_size=self.batch_size,
             epochs=self.local_epochs,
+            steps=self.local_steps,
             pos_weight=self.pos_weight,
             weight_decay=self.weight_decay,
             proximal_mu=proximal_mu,

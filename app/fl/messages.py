@@ -29,7 +29,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from app.fl.rounds import SiloEvaluation, SiloRoundResult
-from app.model.metrics import ScoreHistogram
+from app.model.metrics import N_BINS, ScoreHistogram
 from app.model.standardize import MomentStats
 
 __all__ = [
@@ -82,9 +82,22 @@ def build_server_config(
     n_features: int,
     mean: np.ndarray | None,
     std: np.ndarray | None,
+    set_prior: bool = False,
+    round_rows: int = 0,
 ) -> ConfigRecord:
-    """The ConfigRecord of a train message (the strategy adds server-round and its keys)."""
-    config = ConfigRecord({"spec-version": spec_version, "n-features": int(n_features)})
+    """The ConfigRecord of a train message (the strategy adds server-round and its keys).
+
+    ``set-prior`` 1 asks silos to start the model's head at their base rate (a model
+    nobody has trained yet); ``round-rows`` is how many rows the round waits for.
+    """
+    config = ConfigRecord(
+        {
+            "spec-version": spec_version,
+            "n-features": int(n_features),
+            "set-prior": int(set_prior),
+            "round-rows": int(round_rows),
+        }
+    )
     if mean is not None and std is not None:
         config["mean"] = [float(v) for v in np.asarray(mean).reshape(-1)]
         config["std"] = [float(v) for v in np.asarray(std).reshape(-1)]
@@ -102,6 +115,8 @@ class TrainInstruction:
     mean: np.ndarray | None
     std: np.ndarray | None
     proximal_mu: float
+    set_prior: bool = False
+    round_rows: int = 0
 
 
 def parse_train_message(msg: Message) -> TrainInstruction:
@@ -120,6 +135,8 @@ def parse_train_message(msg: Message) -> TrainInstruction:
         mean=None if mean is None else np.asarray(mean, dtype=np.float32),
         std=None if std is None else np.asarray(std, dtype=np.float32),
         proximal_mu=float(cfg.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+        set_prior=bool(cfg.get("set-prior", 0)),
+        round_rows=int(cfg.get("round-rows", 0)),  # type: ignore[arg-type]
     )
 
 
@@ -135,7 +152,7 @@ def build_reply(
     arrays_record: ArrayRecord,
     result: SiloRoundResult | None,
     n_features: int,
-    n_bins: int = 1000,
+    n_bins: int = N_BINS,
     read_seconds: float = 0.0,
     skipped_frames: int = 0,
 ) -> Message:

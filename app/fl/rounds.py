@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from app.model.metrics import ScoreHistogram, merge_histograms
+from app.model.metrics import N_BINS, ScoreHistogram, merge_histograms
 from app.model.standardize import MomentStats
 
 if TYPE_CHECKING:
@@ -28,9 +28,11 @@ __all__ = [
     "RoundPolicy",
     "SiloEvaluation",
     "SiloRoundResult",
+    "base_rate",
     "prequential_round",
     "round_metrics",
     "standardisation",
+    "summary_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,13 @@ def standardisation(
     return MomentStats.from_rows(np.asarray(X)).mean_std()
 
 
+def base_rate(labels: npt.ArrayLike) -> float:
+    """Smoothed positive rate ``(pos + 0.5) / (n + 1)`` of known labels, in [1e-4, 0.5]."""
+    y = np.asarray(labels).reshape(-1)
+    rate = (float((y > 0).sum()) + 0.5) / (y.size + 1.0)
+    return float(min(0.5, max(1e-4, rate)))
+
+
 def prequential_round(
     arrays: Sequence[np.ndarray],
     X: npt.ArrayLike,
@@ -90,7 +99,8 @@ def prequential_round(
     config: ModelConfig,
     mean: npt.ArrayLike | None = None,
     std: npt.ArrayLike | None = None,
-    n_bins: int = 1000,
+    n_bins: int = N_BINS,
+    set_prior: bool = False,
 ) -> SiloRoundResult:
     """Test-then-train on one batch of new rows.
 
@@ -106,12 +116,16 @@ def prequential_round(
         Global standardisation; when absent, the rows' own statistics are used.
     n_bins : int
         Bins of the score histograms.
+    set_prior : bool
+        Start the head bias at the log-odds of these rows' base rate before training
+        (the server asks for it while no silo has trained the model yet).
 
     Returns
     -------
     SiloRoundResult
         Trained arrays, counts, prequential histogram, moments and timings.
     """
+    from app.model.params import with_prior
     from app.model.training import predict, train  # JAX: imported only when rows arrive
 
     x = np.asarray(X, dtype=np.float32)
@@ -126,7 +140,10 @@ def prequential_round(
     else:
         histogram = ScoreHistogram(n_bins)
     score_seconds = time.perf_counter() - t0
-    result = train(arrays, x, labels, config, global_arrays=arrays, mean=m, std=s)
+    start = list(arrays)
+    if set_prior and known.any():
+        start = with_prior(arrays, base_rate(labels[known]))
+    result = train(start, x, labels, config, global_arrays=arrays, mean=m, std=s)
     return SiloRoundResult(
         arrays=result.arrays,
         rows=int(x.shape[0]),
@@ -181,7 +198,8 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _summary(h: ScoreHistogram, rows: int) -> dict[str, Any]:
+def summary_of(h: ScoreHistogram, rows: int) -> dict[str, Any]:
+    """The JSON summary of a histogram (``fl.metrics``): AUCs, log loss and counts."""
     return {
         "roc_auc": _finite(h.roc_auc()),
         "pr_auc": _finite(h.pr_auc()),
@@ -211,7 +229,7 @@ def round_metrics(
     merged = merge_histograms(e.histogram for e in evaluations)
     silos: dict[str, Any] = {}
     for e in evaluations:
-        entry = _summary(e.histogram, e.rows)
+        entry = summary_of(e.histogram, e.rows)
         entry["examples"] = int(e.n_examples)
         entry["train_loss"] = _finite(e.train_loss)
         if e.extra:
@@ -221,7 +239,7 @@ def round_metrics(
         "round": int(round_),
         "time": time.time() if now is None else now,
         "model_version": model_version,
-        "global": _summary(merged, sum(e.rows for e in evaluations)),
+        "global": summary_of(merged, sum(e.rows for e in evaluations)),
         "silos": silos,
         "idle_silos": sorted(int(s) for s in idle_silos),
         "round_seconds": round(float(round_seconds), 3),

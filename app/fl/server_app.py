@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Context
@@ -36,13 +37,22 @@ from app.fl.messages import (
 from app.fl.model_store import choose_resume, make_model_frame, moments_of
 from app.fl.rounds import Backoff, round_metrics
 from app.fl.strategy import build_strategy, send_and_receive, with_ttl
+from app.fl.whole_run import META_KEY as WHOLE_RUN_META
+from app.fl.whole_run import WholeRun
 from app.model.config import ModelConfig
 from app.model.frame import model_version_for
-from app.model.metrics import ScoreHistogram, merge_histograms
 from app.model.params import init_arrays, param_names, with_prior
 from app.model.standardize import MomentStats, merge_all
 
-__all__ = ["ServerState", "absorb_replies", "app", "initial_arrays", "initial_state", "run_rounds"]
+__all__ = [
+    "ServerState",
+    "absorb_replies",
+    "app",
+    "asks_prior",
+    "initial_arrays",
+    "initial_state",
+    "run_rounds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +67,8 @@ class ServerState:
     arrays: list[np.ndarray]
     moments: MomentStats
     rejected: list[str] = field(default_factory=list)
-    cumulative: ScoreHistogram | None = None  # prequential, all rounds since this start
+    whole_run: WholeRun = field(default_factory=WholeRun)  # every round, restored on resume
+    idle_rows: dict[int, int] = field(default_factory=dict)  # read in unpublished rounds
 
 
 def resolve_spec(cfg: FLConfig) -> tuple[str, int]:
@@ -73,6 +84,11 @@ def initial_arrays(cfg: FLConfig, model_cfg: ModelConfig) -> list[np.ndarray]:
     return with_prior(init_arrays(model_cfg), cfg.init_prior)
 
 
+def asks_prior(cfg: FLConfig, state: ServerState) -> bool:
+    """Whether silos should start the head at their base rate: nobody trained it yet."""
+    return cfg.prior_from_data and cfg.init_prior == 0.0 and state.round == 0
+
+
 def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> ServerState:
     """Resume from ``fl.model.global`` (newest compatible frame) or start from scratch."""
     if cfg.resume:
@@ -85,7 +101,8 @@ def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> S
                 point.frame.meta.model_version,
             )
             arrays = [np.array(a, dtype=np.float32) for a in point.frame.arrays]
-            return ServerState(point.round, arrays, moments_of(point.frame), point.rejected)
+            whole = WholeRun.from_meta(point.frame.meta.metrics.get(WHOLE_RUN_META))
+            return ServerState(point.round, arrays, moments_of(point.frame), point.rejected, whole)
         rejected = point.rejected
     else:
         rejected = []
@@ -131,7 +148,12 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         t0 = time.perf_counter()
         mean, std = state.moments.mean_std() if state.moments.count else (None, None)
         config = build_server_config(
-            spec_version=spec_version, n_features=n_features, mean=mean, std=std
+            spec_version=spec_version,
+            n_features=n_features,
+            mean=mean,
+            std=std,
+            set_prior=asks_prior(cfg, state),
+            round_rows=cfg.policy().target(state.round + 1),
         )
         next_round = state.round + 1
         messages = strategy.configure_train(
@@ -150,6 +172,10 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
             logger.warning("round %d: dropped reply from %s", next_round, problem)
         aggregated = absorb_replies(state, strategy, next_round, parsed)
         if aggregated is None:
+            for p in parsed:  # unlabelled rows read and committed: the next round reports them
+                if p.evaluation.rows:
+                    silo = p.evaluation.silo
+                    state.idle_rows[silo] = state.idle_rows.get(silo, 0) + p.evaluation.rows
             idle += 1
             if stop_after_idle and idle >= stop_after_idle:
                 logger.info("stopping after %d idle attempts", idle)
@@ -186,8 +212,7 @@ def _publish(
 ) -> None:
     """Build the round's metrics and model frame and put both on Kafka."""
     evaluations = [p.evaluation for p in parsed if not p.no_data]
-    merged = merge_histograms(e.histogram for e in evaluations)
-    state.cumulative = merged if state.cumulative is None else state.cumulative.merge(merged)
+    state.whole_run.add(evaluations)
     metrics = round_metrics(
         state.round,
         evaluations,
@@ -198,9 +223,8 @@ def _publish(
     metrics["strategy"] = cfg.strategy
     metrics["aggregated_silos"] = sorted(p.evaluation.silo for p in contributing)
     metrics["standardisation_rows"] = state.moments.count
-    metrics["cumulative"] = {
-        k: (v if np.isfinite(v) else None) for k, v in state.cumulative.summary().items()
-    }
+    metrics["whole_run"] = state.whole_run.summary()
+    metrics["participation"] = participation(cfg, state, parsed, contributing)
     frame, version = make_model_frame(
         model_name=cfg.model_name,
         round_=state.round,
@@ -208,19 +232,43 @@ def _publish(
         config=model_cfg,
         spec_version=spec_version,
         moments=state.moments,
-        metrics=metrics,
+        metrics={**metrics, WHOLE_RUN_META: state.whole_run.to_meta()},
     )
     publish_round(cfg.bootstrap, cfg.model_name, frame, metrics)
-    glob = metrics["global"]
+    glob, whole = metrics["global"], metrics["whole_run"]["global"]
     logger.info(
-        "round %d published (%s): prequential ROC AUC %s over %d rows from %d silos, %.1f s",
+        "round %d published (%s): whole-run prequential ROC AUC %s (this round %s over %d rows"
+        " from %d of %d silos), %.1f s",
         state.round,
         version,
+        whole["roc_auc"] if whole else None,
         glob["roc_auc"],
         glob["rows"],
-        len(evaluations),
+        len(contributing),
+        len(parsed),
         seconds,
     )
+
+
+def participation(
+    cfg: FLConfig, state: ServerState, parsed: list[ParsedReply], contributing: list[ParsedReply]
+) -> dict[str, Any]:
+    """Who took part in a round and with how many rows (``fl.metrics`` ``participation``).
+
+    ``rows`` per silo are all rows it read since the previous published round (rounds in
+    which nobody trained are not published); the baseline replays them.
+    """
+    rows = dict(state.idle_rows)
+    state.idle_rows.clear()
+    for p in parsed:
+        rows[p.evaluation.silo] = rows.get(p.evaluation.silo, 0) + int(p.evaluation.rows)
+    return {
+        "policy": cfg.round_policy,
+        "round_rows": cfg.policy().target(state.round),
+        "replied": len(parsed),
+        "trained": len(contributing),
+        "rows": {str(s): n for s, n in sorted(rows.items())},
+    }
 
 
 @app.main()

@@ -32,7 +32,7 @@ from app.fl.messages import (
     parse_train_message,
 )
 from app.fl.rounds import RoundPolicy, prequential_round
-from app.fl.server_app import ServerState, absorb_replies, initial_arrays
+from app.fl.server_app import ServerState, absorb_replies, asks_prior, initial_arrays
 from app.fl.strategy import build_strategy
 from app.model.metrics import ScoreHistogram, merge_histograms
 from app.model.params import param_names
@@ -110,7 +110,10 @@ def plan_rounds(streams: Sequence[SiloStream], policy: RoundPolicy) -> Plan:
                 consumed[s] += take
         if batches:
             plan.append(batches)
-            r += 1
+            # as on the server: only a round in which a silo trained counts towards the
+            # schedule, so a stream whose labels start late still begins with small rounds
+            if any((streams[s].y[b:e] >= 0).any() for s, (b, e) in batches.items()):
+                r += 1
     return plan
 
 
@@ -181,7 +184,12 @@ def run_federated(
     for r, batches in enumerate(plan, start=1):
         mean, std = state.moments.mean_std() if state.moments.count else (None, None)
         config = build_server_config(
-            spec_version="bench", n_features=n_features, mean=mean, std=std
+            spec_version="bench",
+            n_features=n_features,
+            mean=mean,
+            std=std,
+            set_prior=asks_prior(cfg, state),
+            round_rows=cfg.policy().target(state.round + 1),
         )
         node_of = {s + 1: s for s in batches}
         messages = strategy.configure_train(
@@ -198,7 +206,9 @@ def run_federated(
             silo_cfg = cfg.model_config(ins.n_features, proximal_mu=ins.proximal_mu)
             arrays = arrays_from_record(ins.arrays_record, names)
             X, y = streams[silo].X[start:end], streams[silo].y[start:end]
-            result = prequential_round(arrays, X, y, silo_cfg, ins.mean, ins.std)
+            result = prequential_round(
+                arrays, X, y, silo_cfg, ins.mean, ins.std, set_prior=ins.set_prior
+            )
             reply = build_reply(
                 msg,
                 silo=silo,
@@ -212,9 +222,9 @@ def run_federated(
             scores = result.scores if result.scores is not None else np.zeros(0)
             out.add(silo, scores, y, p.evaluation.histogram)
         aggregated = absorb_replies(state, strategy, r, parsed)
-        if aggregated is not None:
+        if aggregated is not None:  # as the ServerApp: a round nobody trained in is idle
             state.arrays = arrays_from_record(aggregated, names)
-        state.round = r
+            state.round += 1
         out.rounds.append(
             {
                 "round": r,
@@ -233,14 +243,17 @@ def _pooled_run(
     arrays = initial_arrays(cfg, model_cfg)
     moments = MomentStats.empty(n_features)
     out = RunResult()
+    trained = False
     for r, batches in enumerate(plan, start=1):
         silos = sorted(batches)
         xs = [streams[s].X[batches[s][0] : batches[s][1]] for s in silos]
         ys = [streams[s].y[batches[s][0] : batches[s][1]] for s in silos]
         mean, std = moments.mean_std() if moments.count else (None, None)
+        fresh = not trained and cfg.prior_from_data and cfg.init_prior == 0.0
         result = prequential_round(
-            arrays, np.concatenate(xs), np.concatenate(ys), model_cfg, mean, std
+            arrays, np.concatenate(xs), np.concatenate(ys), model_cfg, mean, std, set_prior=fresh
         )
+        trained = trained or result.n_examples > 0
         arrays = result.arrays
         moments = moments.merge(result.moments)
         scores = result.scores if result.scores is not None else np.zeros(0)
@@ -250,7 +263,9 @@ def _pooled_run(
             part = scores[at : at + k]
             at += k
             out.add(s, part, y, ScoreHistogram.from_scores(part, y[y >= 0]))
-        out.rounds.append({"round": r, "silos": silos})
+        out.rounds.append(
+            {"round": r, "silos": silos, "rows": result.rows, "histogram": result.histogram}
+        )
     return out
 
 

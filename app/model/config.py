@@ -34,7 +34,14 @@ class ModelConfig:
     batch_size : int
         Minibatch size (the last partial batch is padded with zero-weight rows).
     epochs : int
-        Local epochs per ``train`` call.
+        Local epochs per ``train`` call (when ``steps`` is 0).
+    steps : int
+        Local budget in optimizer steps per ``train`` call: as many whole epochs as reach
+        it (at least one, at most ``max_epochs``); 0 = use ``epochs``. A budget in steps
+        trains a small batch as much as a large one, where "one epoch of whatever
+        arrived" gave a 2,000-row round 8 steps.
+    max_epochs : int
+        Cap on the epochs a step budget may take (over-fitting of tiny batches).
     pos_weight : float
         Weight of positive examples in the binary cross-entropy (class imbalance).
     weight_decay : float
@@ -49,6 +56,8 @@ class ModelConfig:
     learning_rate: float = 1e-3
     batch_size: int = 256
     epochs: int = 1
+    steps: int = 0
+    max_epochs: int = 20
     pos_weight: float = 1.0
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
@@ -63,6 +72,10 @@ class ModelConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.steps < 0 or self.max_epochs < 1:
+            raise ValueError(
+                f"need steps >= 0 and max_epochs >= 1, got {self.steps}, {self.max_epochs}"
+            )
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.pos_weight <= 0:

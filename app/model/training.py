@@ -215,6 +215,9 @@ def train(
 
     bsz = config.batch_size
     n_batches = -(-n // bsz)
+    epochs = config.epochs
+    if config.steps > 0:
+        epochs = min(config.max_epochs, max(1, -(-config.steps // n_batches)))
     wpad = np.zeros(n_batches * bsz, dtype=np.float32)
     wpad[:n] = 1.0
     plan = _chunks(n_batches)
@@ -222,7 +225,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     loss_sum: jax.Array = jnp.zeros((), jnp.float32)
     weight_sum: jax.Array = jnp.zeros((), jnp.float32)
-    for _epoch in range(config.epochs):
+    for _epoch in range(epochs):
         perm = rng.permutation(n)
         # Fresh host buffers every epoch: on CPU, JAX may alias host memory zero-copy and
         # runs asynchronously, so a buffer handed to it must never be mutated afterwards.
@@ -244,9 +247,9 @@ def train(
     logger.debug(
         "train: %d rows x %d epochs in %.3fs (%.0f samples/s), loss %.4f",
         n,
-        config.epochs,
+        epochs,
         seconds,
-        n * config.epochs / max(seconds, 1e-9),
+        n * epochs / max(seconds, 1e-9),
         loss_mean,
     )
     return TrainResult(out_arrays, n, loss_mean, seconds)

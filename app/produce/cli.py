@@ -102,6 +102,10 @@ def synthetic(
     ] = None,
     rate: RateOpt = None,
     seed: Annotated[int, typer.Option(help="Random seed; equal seeds give equal events.")] = 0,
+    preset: Annotated[
+        str,
+        typer.Option(help="realistic (rare, overlapping, drifting fraud) or classic (easy)."),
+    ] = "realistic",
     invalid: Annotated[
         int, typer.Option(min=0, help="Mix in this many invalid events (to exercise the DLQ).")
     ] = 0,
@@ -117,7 +121,10 @@ def synthetic(
     settings = _settings(ctx, bootstrap_servers=bootstrap, silos=silos)
     if events is None and duration is None:
         events = 100_000
-    bank = SyntheticBank(customers=customers, silos=settings.silos, seed=seed)
+    try:
+        bank = SyntheticBank(customers=customers, silos=settings.silos, seed=seed, preset=preset)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--preset") from None
     stream: Any = bank.events(n_events=events, duration_s=duration)
     if invalid:
         every = max(1, (events or 100_000) // (invalid + 1))

@@ -143,6 +143,15 @@ def test_rounds_publish_learn_isolate_and_resume(
     # Assert: the new ServerApp continued the round numbers and the learned model
     resumed = after[restart_from]
     assert resumed["round"] == after[restart_from - 1]["round"] + 1
+    # whole-run figures continue across the restart (restored from the model frame)
+    before_whole = after[restart_from - 1]["whole_run"]
+    assert resumed["whole_run"]["rounds"] == before_whole["rounds"] + 1
+    assert (
+        resumed["whole_run"]["global"]["labelled"]
+        == before_whole["global"]["labelled"] + resumed["global"]["labelled"]
+    )
+    assert set(resumed["whole_run"]["silos"]) == {str(s) for s in silos}
+    assert resumed["participation"]["trained"] == 2
     assert resumed["global"]["roc_auc"] > 0.75, resumed["global"]
     models = [decode_model(raw).meta.round for raw in read_models(kafka_bootstrap, model)]
     assert models == sorted(models) and len(set(models)) == len(models)

@@ -8,6 +8,7 @@ from app.demo.report import auc_figure, latency_percentiles, plot_auc, write_mar
 def _round(r: int, auc: float) -> dict:  # type: ignore[type-arg]
     return {"round": r, "model_version": f"{r}-abc", "round_seconds": 9.5,
             "global": {"roc_auc": auc, "rows": 1000},
+            "participation": {"trained": 2, "replied": 2},
             "silos": {"0": {"roc_auc": auc - 0.05}, "1": {"roc_auc": None}}}  # fmt: skip
 
 
@@ -26,7 +27,7 @@ def test_report_files(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md.read_text()
     assert "![prequential ROC AUC](auc.png)" in text
-    assert "| 2 | 2-abc | 1,000 | 0.800 | 0: 0.750, 1: n/a | 9.5 |" in text
+    assert "| 2 | 2-abc | 1,000 | 2 of 2 | 0.800 | 0: 0.750, 1: n/a | 9.5 |" in text
     assert "| fresh | yes |" in text and "> low" in text and "overall 0.82" in text
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from typer.testing import CliRunner
 
-from app.fl.baseline import plan_rounds, run_baseline
+from app.fl.baseline import plan_rounds, rounds_rows_from_metrics, run_baseline
 from app.fl.cli import fl_app
 from app.fl.config import FLConfig
 from app.fl.synthetic import learnable_rows
@@ -40,7 +40,30 @@ def test_baseline_prequential_auc_rises() -> None:
     assert len(aucs) == 4
     assert aucs[-1] is not None and aucs[-1] > 0.8
     assert report.overall is not None and report.overall.count == 8000
-    assert report.lines()[-1].startswith("overall: rows 8000")
+    assert report.lines()[-3].startswith("overall: rows 8000")
+    assert report.lines()[-1].startswith("  silo 1: rows 4000")
+    assert sum(h.count for h in report.silos.values()) == 8000
+
+
+def test_baseline_replays_the_federated_rounds_on_the_same_rows() -> None:
+    # Prepare: fl.metrics of a federated run that read 500+500, then 1000 of silo 7 only
+    frames = [_chunks([500] * 4, 4), _chunks([500] * 4, 5)]
+    docs = [
+        {"round": 1, "participation": {"rows": {"6": 500, "7": 500}}},
+        {"round": 2, "participation": {"rows": {"6": 0, "7": 1000}}},
+        {"round": 2, "participation": {"rows": {"6": 0, "7": 1000}}},  # published twice
+    ]
+    cfg = FLConfig(local_steps=20, lr=0.01, batch_size=64, hidden=(16,))
+
+    # Execute
+    report = run_baseline(
+        frames, cfg, 8, silo_ids=[6, 7], rounds_rows=rounds_rows_from_metrics(docs)
+    )
+
+    # Assert: exactly the rows the federated run scored, round by round and per silo
+    assert [r["rows"] for r in report.rounds] == [1000, 1000]
+    assert {s: h.count for s, h in report.silos.items()} == {6: 500, 7: 1500}
+    assert report.same_rows_as_federated and "federated run's rounds" in report.lines()[2]
 
 
 def test_fl_up_fails_fast_on_unknown_strategy(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.model.metrics import LOGIT_MAX, ScoreHistogram, bin_of, merge_histograms
+from app.model.metrics import LOGIT_MAX, LOGIT_MIN, ScoreHistogram, bin_of, merge_histograms
 
 
 def exact_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -54,7 +54,7 @@ def test_histogram_auc_exact_when_scores_on_bin_centres() -> None:
     n_bins = 50
     labels = (rng.random(3000) < 0.4).astype(np.int64)
     bins = np.clip(rng.integers(0, 30, size=3000) + 15 * labels, 0, n_bins - 1)
-    z = -LOGIT_MAX + (bins + 0.5) * (2 * LOGIT_MAX / n_bins)
+    z = LOGIT_MIN + (bins + 0.5) * ((LOGIT_MAX - LOGIT_MIN) / n_bins)
     scores = 1.0 / (1.0 + np.exp(-z))
 
     # Execute
@@ -96,6 +96,22 @@ def test_merged_rare_event_metrics_match_exact_values() -> None:
     neg = np.bincount(lin[labels == 0], minlength=1000).astype(float)
     old_auc = np.sum(pos * (np.cumsum(neg) - neg + 0.5 * neg)) / (pos.sum() * neg.sum())
     assert exact_roc_auc(scores, labels) - old_auc > 0.005
+
+
+def test_confident_scores_far_below_1e7_keep_their_ranks() -> None:
+    # Prepare: a separable problem scored by a confident model (float32, as predict gives)
+    rng = np.random.default_rng(5)
+    labels = (rng.random(50_000) < 0.01).astype(np.int64)
+    z = rng.normal(-25.0, 4.0, labels.size) + 12.0 * labels
+    scores = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    # Execute
+    hist = ScoreHistogram.from_scores(scores, labels)
+
+    # Assert
+    assert np.mean(scores < 1e-7) > 0.9
+    assert abs(hist.roc_auc() - exact_roc_auc(scores, labels)) < 0.002
+    assert abs(hist.pr_auc() - exact_average_precision(scores, labels)) < 0.005
 
 
 def test_merged_silos_give_pooled_auc_not_average() -> None:
