@@ -73,11 +73,15 @@ def read_round(
     """The round policy on the silo's side: wait up to ``round-wait`` s for ``round_rows``.
 
     Nothing is committed while waiting; each look reads again from the committed offset.
-    With ``first-ready`` (or no target from the server) the silo takes what it has.
+    With ``first-ready`` (or no target from the server, or no new row at all) the silo
+    takes what it has.
     """
     batch: SiloBatch = reader.read(cfg.max_rows_per_round, spec_version, n_features)
     want = min(round_rows, cfg.max_rows_per_round)
-    if cfg.round_policy != "wait" or want <= 0:
+    if cfg.round_policy != "wait" or want <= 0 or batch.rows == 0:
+        # Nothing new at all: answer "no data" at once and let the server back off. A
+        # silo that waited here could still be reading when its run is stopped, and
+        # train (and commit) rows whose reply nobody takes.
         return batch
     deadline = time.monotonic() + cfg.round_wait
     while batch.rows < want and time.monotonic() < deadline:
