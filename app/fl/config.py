@@ -29,7 +29,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "num-rounds": 0,
     "strategy": "fedavg",
     "local-epochs": 1,
-    "lr": 0.001,
+    "lr": 0.0003,
     "batch-size": 256,
     "max-rows-per-round": 10000,
     "min-rows": 32,
@@ -54,7 +54,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "first-round-rows": 250,
     "round-wait": 10.0,
     "round-policy": "wait",
-    "local-steps": 0,
+    "local-steps": 100,
     "prior-from-data": True,
 }
 
@@ -124,7 +124,7 @@ class FLConfig:
     num_rounds: int = 0
     strategy: str = "fedavg"
     local_epochs: int = 1
-    lr: float = 0.001
+    lr: float = 0.0003
     batch_size: int = 256
     max_rows_per_round: int = 10000
     min_rows: int = 32
@@ -149,7 +149,7 @@ class FLConfig:
     first_round_rows: int = 250
     round_wait: float = 10.0
     round_policy: str = "wait"
-    local_steps: int = 0
+    local_steps: int = 100
     prior_from_data: bool = True
 
     def __post_init__(self) -> None:

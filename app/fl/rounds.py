@@ -143,7 +143,8 @@ def prequential_round(
     start = list(arrays)
     if set_prior and known.any():
         start = with_prior(arrays, base_rate(labels[known]))
-    result = train(start, x, labels, config, global_arrays=arrays, mean=m, std=s)
+    # the FedProx anchor is the model this round starts from (with its prior, if set)
+    result = train(start, x, labels, config, global_arrays=start, mean=m, std=s)
     return SiloRoundResult(
         arrays=result.arrays,
         rows=int(x.shape[0]),
