@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(
         5.0, gt=0, description="how long a command waits for the broker before it gives up"
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of a worker (0 = off)"
+    )
     kafka_port: int = Field(9092, ge=1, le=65535, description="local broker client port")
     kafka_controller_port: int = Field(
         0, ge=0, le=65535, description="local KRaft controller port (0 = kafka_port + 1)"

@@ -17,6 +17,25 @@ logger = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
+def _logging_config(faust_level: str) -> dict[str, Any]:
+    """Faust's logging setup, but fedstream's loggers keep the CLI's --log-level.
+
+    Faust (mode) puts ``--loglevel`` (warn) on the root logger AND on its handler (again
+    when it sets up its terminal spinner), which hid the worker's own INFO progress line;
+    here the handler passes everything, the root stays at Faust's level and the ``app``
+    loggers at the CLI's (INFO by default).
+    """
+    from mode.utils.logging import level_number
+
+    return {
+        "merge": True,
+        "handlers": {"default": {"level": "DEBUG", "class": "colorlog.StreamHandler",
+                                 "formatter": "colored"}},
+        "root": {"level": level_number(faust_level), "handlers": ["default"]},
+        "loggers": {"app": {"level": logging.getLogger().getEffectiveLevel()}},
+    }  # fmt: skip
+
+
 def register(app: typer.Typer, settings_from: Any) -> None:
     """Attach the stream commands to the main CLI."""
 
@@ -31,7 +50,13 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         ] = "rocksdb://",
         batch_rows: Annotated[int | None, typer.Option(help="Rows per micro-batch.")] = None,
         batch_ms: Annotated[int | None, typer.Option(help="Max age of a micro-batch, ms.")] = None,
-        loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warn",
+        loglevel: Annotated[str, typer.Option(help="Faust's own log level.")] = "warn",
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(
+                help="Serve Prometheus /metrics here (0 = off) [env FEDSTREAM_METRICS_PORT]."
+            ),
+        ] = None,
         uci: Annotated[
             bool,
             typer.Option(help="Add the UCI credit-card attrs as txn./profile. features."),
@@ -44,7 +69,9 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         """
         from app.cli_support import require_broker
 
-        settings = settings_from(ctx, batch_rows=batch_rows, batch_ms=batch_ms)
+        settings = settings_from(
+            ctx, batch_rows=batch_rows, batch_ms=batch_ms, metrics_port=metrics_port
+        )
         require_broker(settings)  # before Faust's imports; aiokafka would retry forever
         from faust.worker import Worker
 
@@ -59,7 +86,12 @@ def register(app: typer.Typer, settings_from: Any) -> None:
             worker_id, spec.version, spec.n_features, settings.silo_ids, settings.bootstrap,
             settings.namespace,
         )  # fmt: skip
-        worker = Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        from app.ops.metrics import serve
+
+        serve(settings.metrics_port, f"worker {worker_id}")
+        worker = Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                        logging_config=_logging_config(loglevel))  # fmt: skip
+        worker.spinner = None  # its setup put --loglevel back on the handler (and spins in logs)
         settle_after_startup(worker)  # full GC off the chat path (app.stream.gc_pauses)
         # Faust's consumer thread and the event loop hand every record over through the
         # GIL; a 1 ms switch interval (Python: 5 ms) shortens those waits. Measured while

@@ -13,10 +13,12 @@ from typing import Any
 import faust
 
 from app.features.spec import FeatureSpec
+from app.ops.worker_metrics import WorkerMetrics
 from app.settings import Settings
 from app.stream.chat_reader import ChatRequestReader
 from app.stream.loop import Outbox, StreamLoop
 from app.stream.model_follower import ModelFollower
+from app.stream.periodic import every
 from app.stream.processor import StreamProcessor
 from topics import CHATBOT_REQUESTS, MODEL_GLOBAL, TRANSACTIONS, WORKER_APP_ID, namespaced
 
@@ -80,6 +82,7 @@ def attach_loop(
         f"{namespaced(WORKER_APP_ID, ns)}-chat",
     )
     transactions = namespaced(TRANSACTIONS, ns)
+    chat_answered = WorkerMetrics.chat_answered
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_chat_requests() -> None:
@@ -95,6 +98,7 @@ def attach_loop(
                                      msg.partition(), msg.offset())  # fmt: skip
                     loop.on_chat_error(msg.value(), msg.key(), msg.topic(), msg.partition(),
                                        msg.offset(), exc)  # fmt: skip
+                chat_answered(msg.timestamp()[1])
                 reader.done(msg)
             await asyncio.sleep(0 if msgs else CHAT_POLL_S)
 
@@ -120,7 +124,7 @@ def attach_loop(
         # Give the follower a moment to read the newest model before events stream in.
         await asyncio.get_running_loop().run_in_executor(None, follower.caught_up.wait, 10.0)
 
-    @app.timer(interval=0.05)  # type: ignore[untyped-decorator]
+    @every(app, 0.05)  # a gap between runs: never "overlapping" (app.stream.periodic)
     async def serve_delivery_reports() -> None:
         loop.poll()
 

@@ -38,12 +38,14 @@ from faust.streams import _current_event
 from app.features.event_time import TimePolicy
 from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord
+from app.ops.worker_metrics import SAMPLE_INTERVAL_S, WorkerMetrics
 from app.settings import Settings
 from app.stream.commit_watch import CommitWatch
 from app.stream.gc_pauses import FULL_GC_INTERVAL_S, collect_old_garbage, gc_pauses
 from app.stream.loop_agents import attach_loop
 from app.stream.loop_lag import LoopLag
 from app.stream.offsets import WorkerFaustApp
+from app.stream.periodic import every
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
 from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, namespaced, silo_batches
 
@@ -134,6 +136,7 @@ class WorkerHandle:
         self.commit_ms = CommitTimes()
         self.loop_lag = LoopLag()
         self.commit_watch = CommitWatch()
+        self.metrics = WorkerMetrics([])  # Prometheus hooks (app.ops.worker_metrics)
         self.inputs_open = asyncio.Event()  # cleared while commit_in_steps runs
         self.inputs_open.set()
 
@@ -212,6 +215,7 @@ def create_worker_app(
     customers = app.topic(namespaced(CUSTOMERS, ns), key_serializer="raw", value_serializer="raw")
     transactions_name = namespaced(TRANSACTIONS, ns)
     transactions = app.topic(transactions_name, key_serializer="raw", value_serializer="raw")
+    handle.metrics = WorkerMetrics([namespaced(CUSTOMERS, ns), transactions_name])
     silo_topics = {s: app.topic(namespaced(silo_batches(s), ns), value_serializer="raw")
                    for s in settings.silo_ids}  # fmt: skip
     # keyed by the input topic's name as the messages carry it (namespaced)
@@ -225,6 +229,7 @@ def create_worker_app(
 
     def send_dead_letter(event: Any, reason: str) -> None:
         msg = event.message
+        handle.metrics.dead_letter(msg.topic, reason)
         processor.counters.invalid += 1
         logger.debug("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
         value = dead_letter(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
@@ -303,7 +308,12 @@ def create_worker_app(
             write_entries(*chunk)
         handle.commit_ms.add(frames=frames_s, outbox=outbox_s, state_chunk=time.perf_counter() - t0)
 
-    @app.timer(interval=COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
+    @every(app, COMMIT_INTERVAL_S)  # the interval between commits (app.stream.periodic)
+    async def commit() -> None:
+        t0 = time.perf_counter()
+        await commit_in_steps()
+        handle.metrics.committed(time.perf_counter() - t0)
+
     async def commit_in_steps() -> None:
         """Flush and commit while the input agents wait, yielding between table chunks.
 
@@ -361,6 +371,7 @@ def create_worker_app(
                 await handle.inputs_open.wait()  # a commit is under way
             partition = event.message.partition
             handle.last_event[(CUSTOMERS, partition)] = event
+            handle.metrics.event(event.message.topic)
             try:
                 if event.value is None:  # tombstone: the bank deletes the customer
                     loop.forget_customer(processor.delete_customer(event.key, partition))
@@ -382,6 +393,7 @@ def create_worker_app(
                 await handle.inputs_open.wait()  # a commit is under way
             msg = event.message
             handle.last_event[(TRANSACTIONS, msg.partition)] = event
+            handle.metrics.event(msg.topic)
             now_ms = _now_ms()
             swapped = loop.sync_model(now_ms)  # a new global model: swap between events
             if swapped:
@@ -394,14 +406,20 @@ def create_worker_app(
                 if joined.frames:
                     send_frames(joined.frames)
                 loop.on_joined(joined, msg.timestamp and int(msg.timestamp * 1000))
+                handle.metrics.enriched(msg.timestamp)
             except InvalidRecord as exc:
                 send_dead_letter(event, exc.reason)
             except Exception as exc:  # a bug on one record must not stop the agent
                 internal_error(event, exc)
 
-    @app.timer(interval=0.2)  # type: ignore[untyped-decorator]
+    @every(app, 0.2)
     async def flush_due_batches() -> None:
         send_frames(processor.flush_due(_now_ms()))
+
+    @app.timer(interval=SAMPLE_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def sample_metrics() -> None:
+        model = loop.model
+        handle.metrics.sample(app.consumer, processed_positions(), model.round if model else None)
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_loop_lag() -> None:
