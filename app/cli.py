@@ -76,6 +76,8 @@ def _root(
         format="%(name)s: %(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
     )
+    # JAX probes for a TPU and logs "Unable to initialize backend 'tpu'" at INFO: noise here.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     flags = {"bootstrap_servers": bootstrap, "silos": silos, "data_dir": data_dir,
              "connect_timeout_s": timeout}  # fmt: skip
     ctx.obj = {k: v for k, v in flags.items() if v is not None}
@@ -243,9 +245,10 @@ def _register_optional() -> None:
     app.command("ask")(ask_command)
 
     from app.demo.cli import demo_command
-    from app.ops.cli import status_command
+    from app.ops.cli import exporter_command, status_command
 
     app.command("status")(status_command)
+    app.command("exporter")(exporter_command)
 
     app.command("demo")(demo_command)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from app.demo.monitor import Monitor, Snapshot
 from app.demo.view import render_snapshot
@@ -92,9 +93,9 @@ def _start_broker(
     )
     if options.fresh_broker and broker.pid() is None and broker.home.exists():
         shutil.rmtree(broker.home)
-    console.print(
-        f"starting Kafka {broker.version} on {broker.bootstrap} (first run downloads jars)"
-    )
+    cached = (broker.libs / ".complete").exists()
+    console.print(f"starting Kafka {broker.version} on {broker.bootstrap}"
+                  + ("" if cached else " (first run: downloading its jars)"))  # fmt: skip
     if broker.pid() is not None:
         console.print("the demo's broker is already running; using it")
         return
@@ -217,11 +218,14 @@ def _ask(settings: Settings, options: DemoOptions, console: Console) -> list[dic
             cid = ids[(i * 7919 + 11) % len(ids)]
             question = QUESTIONS[i % len(QUESTIONS)]
             reply = client.ask(cid, question, timeout_s=15)
-            console.print(f"[bold]you[/] about {cid}: {question}")
+            console.print(f"[bold]you[/] about {cid}: {escape(question)}")
             if reply is None:
                 console.print("[red]no answer within 15 s[/]")
                 continue
-            console.print(f"[bold]fedstream[/]: {format_reply(reply.doc, reply.latency_s)}\n")
+            # escaped: Rich read the reply's "[ok]" as markup and dropped it
+            console.print(
+                f"[bold]fedstream[/]: {escape(format_reply(reply.doc, reply.latency_s))}\n"
+            )
             chats.append(
                 {
                     "customer_id": cid,

@@ -66,6 +66,8 @@ from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
+from app.ops import metrics
+
 __all__ = ["InProcessExecutor", "main", "pull_task_input", "run_task"]
 
 logger = logging.getLogger("fedstream.fl.runtime")
@@ -228,6 +230,8 @@ def run_task(address: str, token: str, cache: _AppCache | None = None) -> bool:
             push_task_output(client, context, status, details)
         heartbeat.stop()
         client.close()
+    metrics.RUNTIME_TASKS.labels(status=str(status)).inc()
+    metrics.RUNTIME_TASK_SECONDS.observe(time.perf_counter() - t0)
     logger.info(
         "task %s in %.2f s (pull %.2f s, ClientApp %.2f s, push %.2f s)",
         status,
@@ -294,14 +298,19 @@ def main(argv: list[str] | None = None) -> None:
         "--runtime-api-address", required=True, help="the SuperNode's Runtime API, HOST:PORT"
     )
     parser.add_argument("--parent-pid", type=int, help="exit when this process (a SuperNode) exits")
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus /metrics here (0 = off)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per task poll
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" at INFO
     # `kill -USR1 <pid>` writes every thread's stack to the log: a hung task shows where.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     executor = InProcessExecutor()
     flower_superexec.get_executor = lambda *a, **k: executor  # type: ignore[attr-defined]
     logger.info("warm ClientApp runtime for %s", args.runtime_api_address)
+    metrics.serve(args.metrics_port, f"runtime {args.runtime_api_address}")
     flower_superexec.run_superexec(
         runtime_api_address=args.runtime_api_address,
         insecure=True,

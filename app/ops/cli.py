@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-__all__ = ["status_command"]
+__all__ = ["exporter_command", "status_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,3 +73,24 @@ def _show(doc: dict[str, Any], json_output: bool, clear: bool) -> None:
     if clear:
         typer.echo("\x1b[2J\x1b[H", nl=False)
     typer.echo("\n".join(status_lines(doc)))
+
+
+def exporter_command(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of /metrics.")] = 9311,
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between refreshes.")] = 10.0,
+) -> None:
+    """Serve Prometheus gauges of the federated rounds (fl.metrics) and of the consumer
+    groups' lag (worker inputs, rows each silo has not trained on), read from Kafka."""
+    from app.cli import settings_from
+    from app.cli_support import fail, require_broker
+    from app.ops.exporter import run_exporter
+
+    settings = settings_from(ctx)
+    require_broker(settings)
+    try:
+        run_exporter(settings, port, interval)
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        return

@@ -21,8 +21,11 @@ __all__ = [
     "CHAT_LATENCY",
     "COMMIT_SECONDS",
     "DEAD_LETTERS",
+    "DLQ_RECORDS",
     "ENRICH_LATENCY",
     "EVENTS",
+    "FL_ROUND",
+    "GROUP_LAG",
     "LAG",
     "MAX_REASONS",
     "MISPARTITIONED",
@@ -30,7 +33,9 @@ __all__ = [
     "PARTICIPATION",
     "PREQUENTIAL_AUC",
     "ROUND_SECONDS",
-    "SILO_ROWS",
+    "ROWS_WAITING",
+    "RUNTIME_TASKS",
+    "RUNTIME_TASK_SECONDS",
     "dead_letter",
     "reason_label",
     "serve",
@@ -81,7 +86,17 @@ PREQUENTIAL_AUC = Gauge(
     "Prequential ROC AUC of the latest round (scope: global or silo id)",
     ["scope"],
 )
-SILO_ROWS = Counter("fedstream_silo_rows", "Rows a silo's runtime read for training", ["silo"])
+FL_ROUND = Gauge("fedstream_fl_round", "Newest federated round published on fl.metrics")
+GROUP_LAG = Gauge("fedstream_group_lag", "Committed offset behind the end, per partition",
+                  ["group", "topic", "partition"])  # fmt: skip
+ROWS_WAITING = Gauge("fedstream_silo_rows_waiting", "Rows a silo has not trained on yet", ["silo"])
+RUNTIME_TASKS = Counter("fedstream_runtime_tasks", "ClientApp tasks a silo runtime ran",
+                        ["status"])  # fmt: skip
+RUNTIME_TASK_SECONDS = Histogram(
+    "fedstream_runtime_task_seconds", "Wall time of one ClientApp task (read, score, train)",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),
+)  # fmt: skip
+DLQ_RECORDS = Gauge("fedstream_dlq_records", "Records on a dead-letter topic", ["topic"])
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _NUMBER = re.compile(r"\d+(\.\d+)?")
