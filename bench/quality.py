@@ -26,7 +26,6 @@ import orjson
 import typer
 
 from app.fl.config import DEFAULTS, FLConfig
-from app.fl.rounds import RoundPolicy
 from app.fl.simulate import RunResult, plan_rounds, run_centralised, run_federated, run_local
 from app.model.exact_metrics import exact_average_precision, exact_roc_auc
 from bench.quality_streams import Stream, load_stream
@@ -127,10 +126,6 @@ def run_stream(
     if river:
         out["river"] = river_prequential(stream)
     return out
-
-
-def _policy_name(policy: RoundPolicy) -> str:
-    return "first-ready" if policy.first_ready else f"wait x{policy.patience:g}"
 
 
 def _print_table(result: dict[str, Any]) -> None:
