@@ -56,6 +56,7 @@ class Record:
     key: bytes | None
     value: bytes
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def worker_group(namespace: str) -> str:
@@ -271,7 +272,11 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Reco
                 position[partition] = offset
                 value = msg.value() or b""
                 stamp = msg.timestamp()[1]
-                out.append(Record(topic, partition, offset, msg.key(), value, stamp))
+                headers = tuple(
+                    (str(h[0]), h[1] if isinstance(h[1], bytes) else b"")
+                    for h in msg.headers() or ()
+                )
+                out.append(Record(topic, partition, offset, msg.key(), value, stamp, headers))
         return out
     finally:
         consumer.close()

@@ -47,6 +47,7 @@ from app.stream.loop_lag import LoopLag
 from app.stream.offsets import WorkerFaustApp
 from app.stream.periodic import every
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
+from app.stream.repartition import Repartitioner
 from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, namespaced, silo_batches
 
 __all__ = ["WorkerHandle", "create_worker_app"]
@@ -216,6 +217,9 @@ def create_worker_app(
     transactions_name = namespaced(TRANSACTIONS, ns)
     transactions = app.topic(transactions_name, key_serializer="raw", value_serializer="raw")
     handle.metrics = WorkerMetrics([namespaced(CUSTOMERS, ns), transactions_name])
+    # records on a partition their key does not hash to (app.stream.repartition)
+    inputs = {namespaced(CUSTOMERS, ns): customers, transactions_name: transactions}
+    repartition = Repartitioner(settings.input_partitions, inputs)
     silo_topics = {s: app.topic(namespaced(silo_batches(s), ns), value_serializer="raw")
                    for s in settings.silo_ids}  # fmt: skip
     # keyed by the input topic's name as the messages carry it (namespaced)
@@ -372,6 +376,8 @@ def create_worker_app(
             partition = event.message.partition
             handle.last_event[(CUSTOMERS, partition)] = event
             handle.metrics.event(event.message.topic)
+            if repartition.forward_if_misplaced(event):
+                continue
             try:
                 if event.value is None:  # tombstone: the bank deletes the customer
                     loop.forget_customer(processor.delete_customer(event.key, partition))
@@ -394,6 +400,8 @@ def create_worker_app(
             msg = event.message
             handle.last_event[(TRANSACTIONS, msg.partition)] = event
             handle.metrics.event(msg.topic)
+            if repartition.forward_if_misplaced(event):
+                continue
             now_ms = _now_ms()
             swapped = loop.sync_model(now_ms)  # a new global model: swap between events
             if swapped:

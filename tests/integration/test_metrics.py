@@ -37,7 +37,7 @@ def test_scrape_a_running_worker(kafka_bootstrap: str, tmp_path: Path) -> None:
                                  "--metrics-port", str(port)])  # fmt: skip
 
     # Execute
-    with worker.start():
+    with worker:
         produce_records(kafka_bootstrap, records(sent, ns))
         wait_committed(kafka_bootstrap, worker_group(ns), inputs, timeout_s=180, worker=worker)
         deadline = time.monotonic() + 30  # the lag sampler runs every 5 s
