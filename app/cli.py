@@ -166,7 +166,9 @@ def topics_apply(ctx: typer.Context) -> None:
 
     settings = settings_from(ctx)
     require_broker(settings)
-    specs = catalogue(settings.silo_ids, settings.input_partitions)
+    specs = catalogue(
+        settings.silo_ids, settings.input_partitions, operators=settings.operator_names
+    )
     try:
         report = apply_catalogue(make_admin(settings.bootstrap), specs)
     except KafkaException as exc:
@@ -196,7 +198,9 @@ def topics_list(
     from topics import catalogue
 
     settings = settings_from(ctx)
-    specs = catalogue(settings.silo_ids, settings.input_partitions)
+    specs = catalogue(
+        settings.silo_ids, settings.input_partitions, operators=settings.operator_names
+    )
     states: dict[str, Any] = {}
     if not offline:
         from app.kafka.admin import describe_topics, make_admin

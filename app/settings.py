@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from topics import chat_tenants
+
 __all__ = ["Settings", "default_cache_dir", "default_data_dir"]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,13 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]*$",
         description="prefix of every topic and of the worker group (isolated runs on one broker)",
     )
+    operators: str = Field(
+        "operator", description="comma-separated chatbot operator tenants (may ask about anyone)"
+    )
+    tenant: str = Field(
+        "operator",
+        description="the chatbot tenant `fedstream ask` acts as (silo-<id> or an operator)",
+    )
     txn_attrs: str = Field(
         "", description="comma-separated Transaction.attrs that become txn.<name> features"
     )
@@ -89,6 +98,15 @@ class Settings(BaseSettings):
     @property
     def silo_ids(self) -> tuple[int, ...]:
         return tuple(range(self.silos))
+
+    @property
+    def operator_names(self) -> tuple[str, ...]:
+        return _names(self.operators)
+
+    @property
+    def chat_tenants(self) -> tuple[str, ...]:
+        """Every chatbot tenant of the deployment: the operators and one per silo."""
+        return chat_tenants(self.silo_ids, self.operator_names)
 
     @property
     def txn_attr_names(self) -> tuple[str, ...]:

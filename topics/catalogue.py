@@ -1,9 +1,15 @@
 """Topic names, partition counts, configs and payload schemas.
 
-Input topics (`bank.customers`, `bank.transactions`, `chatbot.requests`) share one
-partition count and are all keyed by customer_id, so they are co-partitioned: a worker
-that owns partition p of transactions also owns the profiles and chatbot requests of the
-same customers.
+Input topics (`bank.customers`, `bank.transactions`, every chatbot tenant's
+`chatbot.<tenant>.requests`) share one partition count and are all keyed by customer_id,
+so they are co-partitioned: a worker that owns partition p of transactions also owns the
+profiles and chatbot requests of the same customers.
+
+Chatbot tenants: each silo (``silo-<id>``) and each operator (``operator`` by default)
+has its own request and responses topic. The request topic is the tenant's identity: the
+worker answers a request only on the responses topic of the tenant whose request topic
+it came from, and only about customers the tenant may see (ACLs on the broker will make
+"who may write this request topic" the proof of identity).
 """
 
 from __future__ import annotations
@@ -19,15 +25,22 @@ __all__ = [
     "FEATURES_ENRICHED",
     "FL_METRICS",
     "MODEL_GLOBAL",
+    "OPERATOR",
     "SCHEMA_DIR",
     "TRANSACTIONS",
     "WORKER_APP_ID",
     "TopicSpec",
     "catalogue",
+    "chat_requests",
+    "chat_responses",
+    "chat_tenants",
+    "check_tenant",
     "dlq",
     "namespaced",
     "silo_batches",
     "silo_of_topic",
+    "silo_tenant",
+    "tenant_silo",
 ]
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -37,8 +50,8 @@ TRANSACTIONS = "bank.transactions"
 FEATURES_ENRICHED = "features.enriched"
 MODEL_GLOBAL = "fl.model.global"
 FL_METRICS = "fl.metrics"
-CHATBOT_REQUESTS = "chatbot.requests"
-CHATBOT_RESPONSES = "chatbot.responses"
+OPERATOR = "operator"
+"""The default operator tenant of the chatbot (may ask about every customer)."""
 WORKER_APP_ID = "fedstream-worker"
 """Faust app id = consumer group of the stream workers; Faust names the table changelogs
 ``<app id>-<table>-changelog`` itself (``profiles``, ``windows``), with the input partitions."""
@@ -47,6 +60,8 @@ _SILO_PREFIX = "silo."
 _SILO_SUFFIX = ".batches"
 _DLQ_PREFIX = "dlq."
 _SILO_RE = re.compile(r"^silo\.(\d+)\.batches$")
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+_SILO_TENANT_RE = re.compile(r"^silo-(0|[1-9]\d*)$")
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -73,6 +88,53 @@ def silo_of_topic(topic: str) -> int:
     if match is None:
         raise ValueError(f"{topic!r} is not a silo batch topic")
     return int(match.group(1))
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it is a legal tenant name (lower-case letters, digits, ``-``)."""
+    if not _TENANT_RE.match(tenant):
+        raise ValueError(f"tenant {tenant!r} must match {_TENANT_RE.pattern}")
+    return tenant
+
+
+def silo_tenant(silo_id: int) -> str:
+    """The chatbot tenant of a silo: ``silo-<id>``."""
+    if silo_id < 0:
+        raise ValueError(f"silo id must be >= 0, got {silo_id}")
+    return f"silo-{silo_id}"
+
+
+def tenant_silo(tenant: str) -> int | None:
+    """The silo id of a silo tenant; None for an operator."""
+    match = _SILO_TENANT_RE.match(check_tenant(tenant))
+    return None if match is None else int(match.group(1))
+
+
+def chat_tenants(
+    silo_ids: list[int] | tuple[int, ...], operators: tuple[str, ...] = (OPERATOR,)
+) -> tuple[str, ...]:
+    """Every chatbot tenant: the operators, then one per silo."""
+    for name in operators:
+        if tenant_silo(name) is not None:
+            raise ValueError(f"operator {name!r} would be taken for a silo tenant")
+    silos = tuple(silo_tenant(s) for s in sorted(set(silo_ids)))
+    return tuple(dict.fromkeys(operators)) + silos
+
+
+def chat_requests(tenant: str) -> str:
+    """The topic a tenant sends its chatbot requests to."""
+    return f"chatbot.{check_tenant(tenant)}.requests"
+
+
+def chat_responses(tenant: str) -> str:
+    """The topic a tenant reads its chatbot replies from (and the only one it gets them on)."""
+    return f"chatbot.{check_tenant(tenant)}.responses"
+
+
+CHATBOT_REQUESTS = chat_requests(OPERATOR)
+"""Request topic of the default operator tenant."""
+CHATBOT_RESPONSES = chat_responses(OPERATOR)
+"""Responses topic of the default operator tenant."""
 
 
 def dlq(topic: str) -> str:
@@ -102,12 +164,17 @@ class TopicSpec:
 
 
 def catalogue(
-    silo_ids: list[int] | tuple[int, ...], input_partitions: int = 4, namespace: str = ""
+    silo_ids: list[int] | tuple[int, ...],
+    input_partitions: int = 4,
+    namespace: str = "",
+    operators: tuple[str, ...] = (OPERATOR,),
 ) -> list[TopicSpec]:
     """Every topic of a deployment with the given silos, in creation order.
 
     With a ``namespace`` every name is :func:`namespaced` (the default is the plain names).
+    ``operators`` are the chatbot's operator tenants (each silo is a tenant too).
     """
+    tenants = chat_tenants(silo_ids, operators)
     inputs = [
         TopicSpec(
             CUSTOMERS,
@@ -125,14 +192,16 @@ def catalogue(
             value="json:transaction.schema.json",
             description="card and account transactions, co-partitioned with customers",
         ),
+    ] + [
         TopicSpec(
-            CHATBOT_REQUESTS,
+            chat_requests(tenant),
             input_partitions,
             {"cleanup.policy": "delete", "retention.ms": str(DAY_MS)},
             key="utf8:customer_id",
             value="json:chatbot_request.schema.json",
-            description="enrichment questions about one customer",
-        ),
+            description=f"chatbot questions of tenant {tenant} about one customer",
+        )
+        for tenant in tenants
     ]
     dead_letters = [
         TopicSpec(
@@ -185,14 +254,16 @@ def catalogue(
             value="json:fl_metrics.schema.json",
             description="global and per-silo metrics of every federated round",
         ),
+    ] + [
         TopicSpec(
-            CHATBOT_RESPONSES,
+            chat_responses(tenant),
             1,
             {"cleanup.policy": "delete", "retention.ms": str(DAY_MS)},
             key="utf8:request id",
             value="json:chatbot_response.schema.json",
-            description="answers to chatbot.requests, matched by request_id",
-        ),
+            description=f"answers to tenant {tenant}'s requests, matched by request_id",
+        )
+        for tenant in tenants
     ]
     specs = inputs + dead_letters + silos + outputs
     if namespace:

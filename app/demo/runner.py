@@ -303,7 +303,10 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
     try:
         _start_broker(settings, root, options, console, running)
         apply_catalogue(
-            make_admin(settings.bootstrap), catalogue(settings.silo_ids, settings.input_partitions)
+            make_admin(settings.bootstrap),
+            catalogue(
+                settings.silo_ids, settings.input_partitions, operators=settings.operator_names
+            ),
         )
         running.worker = _start_worker(settings, root, options, model)
         console.print(

@@ -130,18 +130,18 @@ class Transaction:
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """An enrichment question about one customer (``chatbot.requests``).
+    """An enrichment question about one customer (a tenant's ``chatbot.<tenant>.requests``).
 
     Attributes
     ----------
     request_id : str
-        Correlates the answer on ``chatbot.responses``.
+        Correlates the answer on the tenant's ``chatbot.<tenant>.responses``.
     customer_id : str
         Customer the question is about (also the record key).
     question, intent : str or None
         Free text and/or a machine intent such as ``"risk"``.
     reply_topic : str or None
-        Where to answer; None = the catalogue's ``chatbot.responses``.
+        None, or the tenant's own responses topic (any other is refused).
     sent_ts : float or None
         Client send time, seconds since the epoch.
     """

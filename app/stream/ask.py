@@ -1,8 +1,10 @@
-"""A chatbot client over Kafka: send ``chatbot.requests``, match ``chatbot.responses``.
+"""A chatbot client over Kafka for one tenant: send to its request topic, match replies.
 
-Used by ``fedstream ask``, the demo and ``fedstream bench chat``. The client reads the
-response topic without a consumer group: it assigns every partition at its current end
-*before* sending, so it sees every reply to its own requests and nothing older.
+Used by ``fedstream ask``, the demo and ``fedstream bench chat``. A client acts as one
+tenant (``silo-<id>`` or an operator, see :mod:`app.stream.tenancy`): it writes that
+tenant's ``chatbot.<tenant>.requests`` and reads its ``chatbot.<tenant>.responses``
+without a consumer group: it assigns every partition at its current end *before*
+sending, so it sees every reply to its own requests and nothing older.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from confluent_kafka import TopicPartition
 
 from app.features.records import ChatRequest
 from app.kafka.clients import make_consumer, make_producer
-from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, namespaced
+from topics import OPERATOR, chat_requests, chat_responses, namespaced
 
 __all__ = ["ChatClient", "Reply"]
 
@@ -43,11 +45,14 @@ class ChatClient:
         Kafka bootstrap servers.
     namespace : str
         Topic namespace of the deployment.
+    tenant : str
+        The tenant the client acts as (``silo-<id>`` or an operator).
     """
 
-    def __init__(self, bootstrap: str, namespace: str = "") -> None:
-        self.requests_topic = namespaced(CHATBOT_REQUESTS, namespace)
-        self.responses_topic = namespaced(CHATBOT_RESPONSES, namespace)
+    def __init__(self, bootstrap: str, namespace: str = "", tenant: str = OPERATOR) -> None:
+        self.tenant = tenant
+        self.requests_topic = namespaced(chat_requests(tenant), namespace)
+        self.responses_topic = namespaced(chat_responses(tenant), namespace)
         self._producer = make_producer(
             bootstrap, **{"linger.ms": 0, "compression.type": "none", "enable.idempotence": False}
         )

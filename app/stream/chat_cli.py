@@ -41,20 +41,35 @@ def ask_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the whole reply document as JSON.")
     ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Ask as this tenant: silo-<id> (only its own customers) or an operator "
+            "[env FEDSTREAM_TENANT; default operator]."
+        ),
+    ] = None,
 ) -> None:
     """Ask the chatbot about a customer: a real Kafka round trip to the stream workers.
 
-    The request goes to chatbot.requests keyed by the customer id, so the worker that holds
-    the customer's tables answers on chatbot.responses. Exit code 2 on timeout.
+    The request goes to the tenant's chatbot.<tenant>.requests keyed by the customer id, so
+    the worker that holds the customer's tables answers on chatbot.<tenant>.responses. A
+    silo tenant asking about another silo's customer gets "not authorised" (exit code 3).
+    Exit code 2 on timeout.
     """
     from app.cli import settings_from
     from app.cli_support import fail, require_broker
     from app.stream.ask import ChatClient
+    from topics import check_tenant
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, tenant=tenant)
     require_broker(settings, timeout)  # --timeout bounds the whole command
     try:
-        client = ChatClient(settings.bootstrap, settings.namespace)
+        check_tenant(settings.tenant)
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    try:
+        client = ChatClient(settings.bootstrap, settings.namespace, settings.tenant)
     except Exception as exc:
         raise fail(f"could not reach Kafka at {settings.bootstrap}: {exc}") from None
     with client:
@@ -69,3 +84,5 @@ def ask_command(
         typer.echo(orjson.dumps(reply.doc, option=orjson.OPT_INDENT_2).decode())
     else:
         typer.echo(format_reply(reply.doc, reply.latency_s))
+    if reply.doc.get("status") == "not_authorised":
+        raise typer.Exit(code=3)

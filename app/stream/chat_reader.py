@@ -1,13 +1,13 @@
-"""``chatbot.requests`` read with librdkafka, polled from the worker's event loop.
+"""The chat request topics read with librdkafka, polled from the worker's event loop.
 
 Through a Faust agent a request travelled with the transactions: fetched and parsed in
 Python by Faust's consumer thread (aiokafka), handed to the event loop through the GIL,
 queued behind whatever that fetch carried. This reader has its own librdkafka consumer
 (fetching and parsing in C threads) that the event loop polls without blocking.
 
-It reads exactly the partitions of ``chatbot.requests`` whose numbers the worker owns in
-``bank.transactions`` (the topics are co-partitioned by customer id, so the worker that
-holds a customer's tables answers about it): :meth:`follow` is called on every Faust
+It reads exactly the partitions of every tenant's request topic whose numbers the worker
+owns in ``bank.transactions`` (the topics are co-partitioned by customer id, so the worker
+that holds a customer's tables answers about it): :meth:`follow` is called on every Faust
 rebalance. Offsets are stored once a request is answered and committed every second under
 the reader's own consumer group: at-least-once, like the agent it replaces.
 """
@@ -15,6 +15,7 @@ the reader's own consumer group: at-least-once, like the agent it replaces.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -25,10 +26,10 @@ __all__ = ["ChatRequestReader"]
 
 
 class ChatRequestReader:
-    """A manually assigned consumer of the chat requests topic (see the module docstring)."""
+    """A manually assigned consumer of the chat request topics (see the module docstring)."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
-        self.topic = topic
+    def __init__(self, bootstrap: str, topics: Sequence[str], group: str) -> None:
+        self.topics = tuple(topics)
         self._partitions: set[int] = set()
         self._closed = False
         self._consumer = make_consumer(
@@ -52,7 +53,9 @@ class ChatRequestReader:
             return
         if self._partitions:
             self._commit()
-        self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+        self._consumer.assign(
+            [TopicPartition(t, p) for t in self.topics for p in sorted(partitions)]
+        )
         self._partitions = set(partitions)
 
     def poll(self, max_records: int = 64) -> list[Any]:

@@ -3,7 +3,7 @@
 The worker gathers the facts (profile, window activity from
 :func:`app.features.windows.activity_summary`, the latest transaction's row scored and
 explained by the newest global model) and :func:`build_reply` turns them into the
-``chatbot.responses`` document (``topics/schemas/chatbot_response.schema.json``) with a
+responses-topic document (``topics/schemas/chatbot_response.schema.json``) with a
 short plain-language ``answer`` a chatbot can show as is.
 """
 
@@ -24,6 +24,7 @@ __all__ = [
     "check_reply_topic",
     "error_reply",
     "intent_of",
+    "not_authorised_reply",
     "risk_level",
     "unknown_customer_reply",
 ]
@@ -259,3 +260,18 @@ def check_reply_topic(reply_topic: str | None, responses_topic: str) -> None:
             f"reply_topic {reply_topic[:80]!r} refused: replies go only to "
             f"{responses_topic!r}, the requester's responses topic"
         )
+
+
+def not_authorised_reply(request: ChatRequest, tenant: str, silo: int) -> dict[str, Any]:
+    """The answer to a silo tenant asking about a customer it may not see: no data at all.
+
+    The same answer whether the customer belongs to another silo or is unknown, so the
+    reply does not tell a tenant which customers other silos have.
+    """
+    return {
+        "request_id": request.request_id,
+        "status": "not_authorised",
+        "customer_id": request.customer_id,
+        "answer": f"Tenant {tenant} is not authorised to ask about customer "
+        f"{request.customer_id}: it may ask only about customers of silo {silo}.",
+    }

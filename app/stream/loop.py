@@ -11,8 +11,10 @@
   (transaction, silo, key aggregates, score, model round/version) and remembers the
   customer's latest row so that the chatbot can re-score and explain it with the newest
   model.
-- :meth:`StreamLoop.on_chat_request` answers ``chatbot.requests``; malformed requests go
-  to the dead-letter topic and, when their id is readable, get an error reply.
+- :meth:`StreamLoop.on_chat_request` answers each tenant's chat requests on that tenant's
+  responses topic (:mod:`app.stream.tenancy`); a silo tenant asking about a customer of
+  another silo gets "not authorised" and no data; malformed requests go to the tenant's
+  dead-letter topic and, when their id is readable, get an error reply.
 
 Outputs go through an :class:`Outbox` of two confluent-kafka producers (C-level batching;
 Faust's ``send_soon`` costs far more per record): a batching one for enriched records and
@@ -43,11 +45,13 @@ from app.stream.chatbot import (
     build_reply,
     check_reply_topic,
     error_reply,
+    not_authorised_reply,
     unknown_customer_reply,
 )
 from app.stream.model_follower import LiveModel, ModelFollower
 from app.stream.processor import Joined, StreamProcessor, dead_letter, dead_letter_key
-from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, FEATURES_ENRICHED, dlq, namespaced
+from app.stream.tenancy import ChatRoute, chat_routes
+from topics import FEATURES_ENRICHED, OPERATOR, namespaced
 
 __all__ = ["LatestTxn", "LoopCounters", "Outbox", "StreamLoop"]
 
@@ -107,6 +111,7 @@ class LoopCounters:
     replies: int = 0
     chat_invalid: int = 0
     model_swaps: int = 0
+    chat_denied: int = 0
 
 
 class StreamLoop:
@@ -124,6 +129,8 @@ class StreamLoop:
         Source of global models; None = unscored.
     namespace : str
         Topic namespace of the deployment.
+    tenants : sequence of str
+        The chatbot tenants whose request topics the worker answers.
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class StreamLoop:
         outbox: Outbox | None,
         follower: ModelFollower | None,
         namespace: str = "",
+        tenants: tuple[str, ...] = (OPERATOR,),
     ) -> None:
         self.spec = spec
         self.columns = spec.columns
@@ -141,8 +149,7 @@ class StreamLoop:
         self.follower = follower
         self.model: LiveModel | None = None
         self.enriched_topic = namespaced(FEATURES_ENRICHED, namespace)
-        self.responses_topic = namespaced(CHATBOT_RESPONSES, namespace)
-        self.dlq_topic = namespaced(dlq(CHATBOT_REQUESTS), namespace)
+        self.routes: dict[str, ChatRoute] = chat_routes(tenants, namespace)
         self.latest: OrderedDict[str, LatestTxn] = OrderedDict()
         self.clock = StreamClock()  # stream time for answers; no one customer moves it
         self.counters = LoopCounters()
@@ -212,47 +219,54 @@ class StreamLoop:
     ) -> dict[str, Any] | None:
         """Answer one raw request; returns the reply sent (None when none could be sent).
 
-        The reply goes to the requester's responses topic and nowhere else: a request
-        naming any other ``reply_topic`` is refused (dead letter plus an error reply on
-        the requester's responses topic), so a request cannot make the worker write into
-        a silo's batches, the model topic, a DLQ or a new topic.
+        The tenant is the one whose request topic ``topic`` is. The reply goes to that
+        tenant's responses topic and nowhere else: a request naming any other
+        ``reply_topic`` is refused (dead letter plus an error reply on the tenant's
+        responses topic), so a request cannot make the worker write into a silo's
+        batches, the model topic, a DLQ, another tenant's replies or a new topic.
         """
-        responses = self.responses_topic
+        route = self.routes.get(topic)
+        if route is None:  # not a tenant's request topic: there is nowhere safe to answer
+            self.counters.chat_invalid += 1
+            logger.error("chat request on %s, which is no tenant's request topic", topic)
+            return None
         try:
             request = parse_chat_request(raw)
         except InvalidRecord as exc:
-            return self._refuse(exc.reason, exc.request_id, responses, raw, key, topic,
-                                partition, offset)  # fmt: skip
+            return self._refuse(exc.reason, exc.request_id, route, raw, key, partition, offset)
         try:
             check_key(key, request.customer_id)
-            check_reply_topic(request.reply_topic, responses)
+            check_reply_topic(request.reply_topic, route.responses)
         except InvalidRecord as exc:
-            return self._refuse(exc.reason, request.request_id, responses, raw, key, topic,
-                                partition, offset)  # fmt: skip
-        reply = self.answer(request)
-        self._send(responses, request.request_id.encode(), orjson.dumps(reply), fast=True)
-        self.counters.replies += 1
+            return self._refuse(exc.reason, request.request_id, route, raw, key, partition,
+                                offset)  # fmt: skip
+        if route.silo is not None and not route.may_see(self.silo_of(request.customer_id)):
+            self.counters.chat_denied += 1
+            reply = not_authorised_reply(request, route.tenant, route.silo)
+        else:
+            reply = self.answer(request)
+            self.counters.replies += 1
+        self._send(route.responses, request.request_id.encode(), orjson.dumps(reply), fast=True)
         return reply
 
     def _refuse(
         self,
         reason: str,
         request_id: str | None,
-        responses: str,
+        route: ChatRoute,
         raw: bytes,
         key: bytes | None,
-        topic: str,
         partition: int,
         offset: int,
     ) -> dict[str, Any] | None:
-        """Dead-letter a request; an error reply to ``responses`` when its id is readable."""
+        """Dead-letter a request; an error reply to the tenant when its id is readable."""
         self.counters.chat_invalid += 1
-        letter = dead_letter(reason, topic, partition, offset, key, raw)
-        self._send(self.dlq_topic, dead_letter_key(key), letter)
+        letter = dead_letter(reason, route.requests, partition, offset, key, raw)
+        self._send(route.dead_letters, dead_letter_key(key), letter)
         if request_id is None:
             return None
         reply = error_reply(request_id, reason)
-        self._send(responses, request_id.encode(), orjson.dumps(reply), fast=True)
+        self._send(route.responses, request_id.encode(), orjson.dumps(reply), fast=True)
         return reply
 
     def on_chat_error(
@@ -261,9 +275,21 @@ class StreamLoop:
     ) -> None:  # fmt: skip
         """A bug met on one request: dead-letter it (no request is dropped silently)."""
         self.counters.chat_invalid += 1
+        route = self.routes.get(topic)
+        if route is None:
+            logger.error("chat request on %s, which is no tenant's request topic", topic)
+            return
         reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
         letter = dead_letter(reason, topic, partition, offset, key, raw)
-        self._send(self.dlq_topic, dead_letter_key(key), letter)
+        self._send(route.dead_letters, dead_letter_key(key), letter)
+
+    def silo_of(self, customer_id: str) -> int | None:
+        """The silo a customer is known in (its latest transaction's, else its profile's)."""
+        latest = self.latest.get(customer_id)
+        if latest is not None:
+            return latest.silo
+        profile = self.processor.profile(customer_id)
+        return None if profile is None else profile.silo
 
     def answer(self, request: Any) -> dict[str, Any]:
         """The reply document for a parsed :class:`ChatRequest`."""

@@ -20,7 +20,7 @@ from app.stream.loop import Outbox, StreamLoop
 from app.stream.model_follower import ModelFollower
 from app.stream.periodic import every
 from app.stream.processor import StreamProcessor
-from topics import CHATBOT_REQUESTS, MODEL_GLOBAL, TRANSACTIONS, WORKER_APP_ID, namespaced
+from topics import MODEL_GLOBAL, TRANSACTIONS, WORKER_APP_ID, namespaced
 
 __all__ = ["CHAT_POLL_S", "FETCH_MAX_WAIT_MS", "attach_loop", "tune_fetch_wait"]
 
@@ -75,11 +75,11 @@ def attach_loop(
         if follow_models
         else None
     )
-    loop = StreamLoop(spec, processor, Outbox(settings.bootstrap), follower, ns)
+    loop = StreamLoop(
+        spec, processor, Outbox(settings.bootstrap), follower, ns, settings.chat_tenants
+    )
     reader = ChatRequestReader(
-        settings.bootstrap,
-        namespaced(CHATBOT_REQUESTS, ns),
-        f"{namespaced(WORKER_APP_ID, ns)}-chat",
+        settings.bootstrap, list(loop.routes), f"{namespaced(WORKER_APP_ID, ns)}-chat"
     )
     transactions = namespaced(TRANSACTIONS, ns)
     chat_answered = WorkerMetrics.chat_answered
@@ -114,7 +114,8 @@ def attach_loop(
     async def follow_chat_partitions(app_: Any, assigned: Any, **kwargs: Any) -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == transactions}
         reader.follow(owned)
-        logger.info("answering chatbot requests of partitions %s", sorted(owned))
+        logger.info("answering chatbot requests of partitions %s (tenants %s)", sorted(owned),
+                    ", ".join(r.tenant for r in loop.routes.values()))  # fmt: skip
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_model_follower() -> None:

@@ -1,15 +1,21 @@
-"""Chat replies go only to the requester's responses topic (real broker, real worker).
+"""The chatbot's silo boundary on a real broker with a real worker.
 
-An attacker's request names every catalogue topic (and one that does not exist) as its
-``reply_topic``. Each must be refused: a dead letter and an error reply on the
-requester's own responses topic, and not one record written to the named topic (nor the
-unknown topic created).
+- An attacker's request names every catalogue topic (other tenants' responses included,
+  and one that does not exist) as its ``reply_topic``. Each must be refused: a dead letter
+  and an error reply on the requester's own responses topic, and not one record written
+  to the named topic (nor the unknown topic created).
+- Per-tenant chat: a silo tenant gets answers about its own silo's customers only
+  ("not authorised" and no data otherwise); an operator about any; ``fedstream ask``
+  acts as the tenant of ``--tenant`` or ``FEDSTREAM_TENANT``.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,15 +24,38 @@ import pytest
 from app.kafka.admin import make_admin
 from app.produce.synthetic import SyntheticBank
 from app.stream.ask import ChatClient
-from app.stream.harness import WorkerProcess, end_offsets, produce_records, read_topic
+from app.stream.harness import (
+    FEDSTREAM,
+    WorkerProcess,
+    end_offsets,
+    produce_records,
+    read_topic,
+)
 from tests.integration.stream_support import PARTITIONS, SILOS, new_namespace
-from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, CUSTOMERS, catalogue, dlq, namespaced
+from topics import (
+    CHATBOT_REQUESTS,
+    CHATBOT_RESPONSES,
+    CUSTOMERS,
+    OPERATOR,
+    catalogue,
+    dlq,
+    namespaced,
+    silo_tenant,
+)
+
+
+@dataclass
+class ChatDeployment:
+    ns: str
+    cid: str
+    worker: WorkerProcess
+    silo_of: dict[str, int]
 
 
 @pytest.fixture(scope="module")
 def chat_worker(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str, WorkerProcess]]:
+) -> Iterator[ChatDeployment]:
     # Prepare: a namespace with a few customer profiles and a worker that answers about them
     ns = new_namespace(kafka_bootstrap, "chat")
     customers = [
@@ -50,7 +79,7 @@ def chat_worker(
                     break
                 worker.check_alive()
                 assert time.monotonic() < deadline, f"no answer in time:\n{worker.log_tail()}"
-        yield ns, cid, worker
+        yield ChatDeployment(ns, cid, worker, {k: int(v["silo"]) for k, v in customers})
 
 
 def _request(rid: str, cid: str, reply_topic: str) -> bytes:
@@ -58,10 +87,10 @@ def _request(rid: str, cid: str, reply_topic: str) -> bytes:
 
 
 def test_reply_topic_other_than_the_requesters_is_refused_for_every_topic(
-    kafka_bootstrap: str, chat_worker: tuple[str, str, WorkerProcess]
+    kafka_bootstrap: str, chat_worker: ChatDeployment
 ) -> None:
     # Prepare: every catalogue topic but the requester's own responses topic, plus a new one
-    ns, cid, worker = chat_worker
+    ns, cid, worker = chat_worker.ns, chat_worker.cid, chat_worker.worker
     responses, letters_topic = (
         namespaced(CHATBOT_RESPONSES, ns),
         namespaced(dlq(CHATBOT_REQUESTS), ns),
@@ -113,10 +142,10 @@ def test_reply_topic_other_than_the_requesters_is_refused_for_every_topic(
 
 
 def test_reply_topic_naming_the_own_responses_topic_is_answered(
-    kafka_bootstrap: str, chat_worker: tuple[str, str, WorkerProcess]
+    kafka_bootstrap: str, chat_worker: ChatDeployment
 ) -> None:
     # Prepare
-    ns, cid, _worker = chat_worker
+    ns, cid = chat_worker.ns, chat_worker.cid
     responses = namespaced(CHATBOT_RESPONSES, ns)
 
     # Execute
@@ -136,3 +165,58 @@ def test_reply_topic_naming_the_own_responses_topic_is_answered(
 
     # Assert
     assert len(found) == 1 and found[0]["status"] == "ok" and found[0]["customer_id"] == cid
+
+
+def test_silo_tenants_get_only_their_own_customers_and_operators_any(
+    kafka_bootstrap: str, chat_worker: ChatDeployment
+) -> None:
+    # Prepare: one customer of silo 0 and one of silo 1
+    ns, silo_of = chat_worker.ns, chat_worker.silo_of
+    c0 = next(c for c, s in silo_of.items() if s == 0)
+    c1 = next(c for c, s in silo_of.items() if s == 1)
+
+    # Execute
+    asked: dict[tuple[str, str], dict[str, Any]] = {}
+    for tenant in (silo_tenant(0), silo_tenant(1), OPERATOR):
+        with ChatClient(kafka_bootstrap, ns, tenant) as client:
+            for cid in (c0, c1):
+                reply = client.ask(cid, timeout_s=20)
+                assert reply is not None, f"{tenant} got no answer about {cid}"
+                asked[(tenant, cid)] = reply.doc
+
+    # Assert
+    for tenant, own, other in ((silo_tenant(0), c0, c1), (silo_tenant(1), c1, c0)):
+        assert asked[(tenant, own)]["status"] == "ok"
+        assert asked[(tenant, own)]["profile"]["customer_id"] == own
+        denied = asked[(tenant, other)]
+        assert denied["status"] == "not_authorised" and "not authorised" in denied["answer"]
+        assert set(denied) == {"request_id", "status", "customer_id", "answer"}  # no data
+    assert asked[(OPERATOR, c0)]["silo"] == 0 and asked[(OPERATOR, c1)]["silo"] == 1
+    assert all(asked[(OPERATOR, c)]["status"] == "ok" for c in (c0, c1))
+
+
+def test_fedstream_ask_takes_the_tenant_from_the_flag_or_the_environment(
+    kafka_bootstrap: str, chat_worker: ChatDeployment
+) -> None:
+    # Prepare
+    ns, silo_of = chat_worker.ns, chat_worker.silo_of
+    c1 = next(c for c, s in silo_of.items() if s == 1)
+    env = {**os.environ, "FEDSTREAM_NAMESPACE": ns}
+
+    def ask(*args: str, tenant_env: str | None = None) -> subprocess.CompletedProcess[str]:
+        run_env = env if tenant_env is None else {**env, "FEDSTREAM_TENANT": tenant_env}
+        cmd = [str(FEDSTREAM), "--bootstrap", kafka_bootstrap, "ask", c1, "--json",
+               "--timeout", "20", *args]  # fmt: skip
+        return subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=120)
+
+    # Execute
+    as_silo1 = ask("--tenant", silo_tenant(1))
+    as_silo0_env = ask(tenant_env=silo_tenant(0))
+    flag_wins = ask("--tenant", silo_tenant(1), tenant_env=silo_tenant(0))
+
+    # Assert: exit 0 with data for the own silo, exit 3 and no data for another silo
+    assert as_silo1.returncode == 0, as_silo1.stderr
+    assert orjson.loads(as_silo1.stdout)["status"] == "ok"
+    assert as_silo0_env.returncode == 3, as_silo0_env.stderr
+    assert orjson.loads(as_silo0_env.stdout)["status"] == "not_authorised"
+    assert flag_wins.returncode == 0 and orjson.loads(flag_wins.stdout)["status"] == "ok"

@@ -8,12 +8,20 @@ import pytest
 
 from topics import (
     CHATBOT_REQUESTS,
+    CHATBOT_RESPONSES,
     CUSTOMERS,
+    OPERATOR,
     TRANSACTIONS,
     catalogue,
+    chat_requests,
+    chat_responses,
+    chat_tenants,
+    check_tenant,
     dlq,
     silo_batches,
     silo_of_topic,
+    silo_tenant,
+    tenant_silo,
 )
 from topics.catalogue import SCHEMA_DIR
 
@@ -44,3 +52,26 @@ def test_silo_topic_names_round_trip() -> None:
         silo_of_topic("bank.transactions")
     with pytest.raises(ValueError):
         silo_batches(-1)
+
+
+def test_every_tenant_has_copartitioned_requests_a_dlq_and_responses() -> None:
+    specs = catalogue([0, 1], input_partitions=6, namespace="ns", operators=("ops", "audit"))
+    by_name = {spec.name: spec for spec in specs}
+    tenants = chat_tenants([0, 1], ("ops", "audit"))
+    assert tenants == ("ops", "audit", "silo-0", "silo-1")
+    for tenant in tenants:
+        assert by_name[f"ns.{chat_requests(tenant)}"].partitions == 6
+        assert f"ns.{dlq(chat_requests(tenant))}" in by_name
+        assert by_name[f"ns.{chat_responses(tenant)}"].partitions == 1
+    assert chat_requests(OPERATOR) == CHATBOT_REQUESTS
+    assert chat_responses(OPERATOR) == CHATBOT_RESPONSES
+
+
+def test_tenant_names() -> None:
+    assert tenant_silo(silo_tenant(7)) == 7 and tenant_silo(OPERATOR) is None
+    assert tenant_silo("silo-07") is None  # not the name of silo 7: an operator's name
+    for bad in ("", "Ops", "a.b", "x" * 49, "silo_1"):
+        with pytest.raises(ValueError):
+            check_tenant(bad)
+    with pytest.raises(ValueError):
+        chat_tenants([0], ("silo-3",))

@@ -19,6 +19,15 @@ from app.stream.chatbot import (
 from app.stream.loop import StreamLoop
 from app.stream.model_follower import load_live_model
 from app.stream.processor import StreamProcessor
+from topics import (
+    CHATBOT_REQUESTS,
+    CHATBOT_RESPONSES,
+    OPERATOR,
+    chat_requests,
+    chat_responses,
+    dlq,
+    silo_tenant,
+)
 
 SPEC = FeatureSpec()
 T0 = 1_700_000_000.0
@@ -114,12 +123,12 @@ def test_loop_swaps_models_between_events_and_answers_chat() -> None:
         update(reference, Transaction(f"t{i}", "c1", ts, amount, "grocery"), SPEC.windows)
     frames += processor.flush_all(0)
     reply = loop.on_chat_request(orjson.dumps({"request_id": "q", "customer_id": "c1"}),
-                                 b"c1", "chatbot.requests", 0, 0)  # fmt: skip
+                                 b"c1", CHATBOT_REQUESTS, 0, 0)  # fmt: skip
     unknown = loop.on_chat_request(orjson.dumps({"request_id": "u", "customer_id": "zz"}),
-                                   b"zz", "chatbot.requests", 0, 1)  # fmt: skip
+                                   b"zz", CHATBOT_REQUESTS, 0, 1)  # fmt: skip
     broken = loop.on_chat_request(b'{"request_id": "b", "customer_id": 5}', b"x",
-                                  "chatbot.requests", 0, 2)  # fmt: skip
-    anonymous = loop.on_chat_request(b"not json", None, "chatbot.requests", 0, 3)
+                                  CHATBOT_REQUESTS, 0, 2)  # fmt: skip
+    anonymous = loop.on_chat_request(b"not json", None, CHATBOT_REQUESTS, 0, 3)
 
     # Assert: enriched records carry the model that scored them
     enriched = [orjson.loads(v) for t, _k, v in loop.sent if t == "features.enriched"]
@@ -144,7 +153,7 @@ def test_loop_swaps_models_between_events_and_answers_chat() -> None:
     assert unknown is not None and unknown["status"] == "unknown_customer"
     assert broken is not None and broken["status"] == "error" and broken["request_id"] == "b"
     assert anonymous is None
-    dead = [t for t, _k, _v in loop.sent if t == "dlq.chatbot.requests"]
+    dead = [t for t, _k, _v in loop.sent if t == dlq(CHATBOT_REQUESTS)]
     assert len(dead) == 2
 
 
@@ -158,12 +167,12 @@ def test_loop_refuses_a_reply_topic_other_than_the_requesters_own() -> None:
     # Execute
     replies = [
         loop.on_chat_request(orjson.dumps({"request_id": f"r{i}", "customer_id": "c1",
-                                           "reply_topic": t}), b"c1", "chatbot.requests", 0, i)
+                                           "reply_topic": t}), b"c1", CHATBOT_REQUESTS, 0, i)
         for i, t in enumerate(targets)
     ]  # fmt: skip
     own = loop.on_chat_request(
-        orjson.dumps({"request_id": "ok", "customer_id": "c1", "reply_topic": "chatbot.responses"}),
-        b"c1", "chatbot.requests", 0, 9,
+        orjson.dumps({"request_id": "ok", "customer_id": "c1", "reply_topic": CHATBOT_RESPONSES}),
+        b"c1", CHATBOT_REQUESTS, 0, 9,
     )  # fmt: skip
 
     # Assert: only error replies, all on chatbot.responses; one dead letter each
@@ -171,7 +180,66 @@ def test_loop_refuses_a_reply_topic_other_than_the_requesters_own() -> None:
     assert all("refused" in r["error"] for r in replies if r is not None)
     assert own is not None and own["status"] == "ok"
     topics = [t for t, _k, _v in loop.sent]
-    assert set(topics) == {"chatbot.responses", "dlq.chatbot.requests"}
-    assert topics.count("dlq.chatbot.requests") == len(targets)
-    leaked = [v for t, _k, v in loop.sent if t != "chatbot.responses" and b'"profile"' in v]
+    assert set(topics) == {CHATBOT_RESPONSES, dlq(CHATBOT_REQUESTS)}
+    assert topics.count(dlq(CHATBOT_REQUESTS)) == len(targets)
+    leaked = [v for t, _k, v in loop.sent if t != CHATBOT_RESPONSES and b'"profile"' in v]
     assert leaked == []
+
+
+def test_silo_tenants_see_only_their_own_customers_operators_see_all() -> None:
+    # Prepare: c1 in silo 1 (profile), c2 in silo 2 (a transaction), tenants of silos 1, 2
+    processor = StreamProcessor(SPEC, (0, 1, 2), max_rows=1000, max_ms=10_000)
+    tenants = (OPERATOR, silo_tenant(1), silo_tenant(2))
+    loop = StreamLoop(SPEC, processor, outbox=None, follower=None, tenants=tenants)
+    processor.on_customer(orjson.dumps(Customer("c1", 1, T0).to_dict()), b"c1", 0)
+    processor.on_customer(orjson.dumps(Customer("c2", 2, T0).to_dict()), b"c2", 0)
+    joined = processor.on_transaction(_txn(0, "c2", T0 + 5, 12.0), b"c2", 0, 0, 0)
+    assert joined is not None
+    loop.on_joined(joined)
+
+    def ask(tenant: str, cid: str) -> dict:  # type: ignore[type-arg]
+        raw = orjson.dumps({"request_id": f"{tenant}-{cid}", "customer_id": cid})
+        reply = loop.on_chat_request(raw, cid.encode(), chat_requests(tenant), 0, 0)
+        assert reply is not None
+        return reply
+
+    # Execute
+    own = ask(silo_tenant(1), "c1")
+    other = ask(silo_tenant(1), "c2")
+    unknown = ask(silo_tenant(2), "nobody")
+    operator = [ask(OPERATOR, "c1"), ask(OPERATOR, "c2")]
+
+    # Assert: data only for the own silo's customer; nothing at all for another silo's
+    assert own["status"] == "ok" and own["profile"]["customer_id"] == "c1"
+    assert other == {"request_id": f"{silo_tenant(1)}-c2", "status": "not_authorised",
+                     "customer_id": "c2", "answer": other["answer"]}  # fmt: skip
+    assert "not authorised" in other["answer"] and "silo 1" in other["answer"]
+    assert unknown["status"] == "not_authorised"  # no oracle for other silos' customers
+    assert [r["status"] for r in operator] == ["ok", "ok"] and operator[1]["silo"] == 2
+    # every reply on its tenant's own responses topic
+    sent = [(t, orjson.loads(v)["request_id"]) for t, _k, v in loop.sent if "responses" in t]
+    assert sent == [
+        (chat_responses(silo_tenant(1)), f"{silo_tenant(1)}-c1"),
+        (chat_responses(silo_tenant(1)), f"{silo_tenant(1)}-c2"),
+        (chat_responses(silo_tenant(2)), f"{silo_tenant(2)}-nobody"),
+        (chat_responses(OPERATOR), f"{OPERATOR}-c1"),
+        (chat_responses(OPERATOR), f"{OPERATOR}-c2"),
+    ]
+    assert loop.counters.chat_denied == 2
+
+
+def test_a_tenant_cannot_send_its_reply_to_another_tenant() -> None:
+    processor = StreamProcessor(SPEC, (0, 1), max_rows=1000, max_ms=10_000)
+    loop = StreamLoop(SPEC, processor, None, None, tenants=(OPERATOR, silo_tenant(0)))
+    processor.on_customer(orjson.dumps(Customer("c1", 0, T0).to_dict()), b"c1", 0)
+    raw = orjson.dumps({"request_id": "x", "customer_id": "c1",
+                        "reply_topic": chat_responses(OPERATOR)})  # fmt: skip
+
+    reply = loop.on_chat_request(raw, b"c1", chat_requests(silo_tenant(0)), 0, 0)
+
+    assert reply is not None and reply["status"] == "error"
+    assert [t for t, _k, _v in loop.sent] == [
+        dlq(chat_requests(silo_tenant(0))), chat_responses(silo_tenant(0))
+    ]  # fmt: skip
+    # a record on a topic that is no tenant's gets no reply at all
+    assert loop.on_chat_request(raw, b"c1", "bank.transactions", 0, 1) is None
