@@ -83,8 +83,20 @@ def fl_up(
             "the app loaded (default), or let Flower start a new process per message.",
         ),
     ] = True,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            help="INSECURE, throwaway runs only: plaintext HTTP and no SuperNode "
+            "authentication (by default TLS from the local CA and registered SuperNodes)."
+        ),
+    ] = False,
 ) -> None:
-    """Start a SuperLink and one SuperNode per silo in the background, then `flwr run`."""
+    """Start a SuperLink and one SuperNode per silo in the background, then `flwr run`.
+
+    The SuperLink serves TLS with a certificate of the federation's CA and admits only
+    registered SuperNodes; each SuperNode has its own EC key pair (all under
+    <data-dir>/pki, private keys mode 0600).
+    """
     from app.cli_support import require_broker
     from app.fl.config import DEFAULTS, FLConfig, FLConfigError
     from app.fl.processes import FLError, up
@@ -105,9 +117,12 @@ def fl_up(
             supernode_base_port=settings.supernode_base_port,
             run_config=overrides,
             warm_clients=warm,
+            insecure=insecure,
         )
     except FLError as exc:
         raise _fail(str(exc)) from None
+    if insecure:
+        console.print("[bold red]INSECURE:[/] Flower runs without TLS and SuperNode auth.")
     console.print(
         f"federated training up: SuperLink 127.0.0.1:{dep.superlink_port}, "
         f"{len(dep.supernodes)} SuperNodes, run {dep.run_ids[-1]}; logs in {dep.root / 'logs'}"
@@ -130,6 +145,8 @@ def fl_status(ctx: typer.Context) -> None:
     for name, alive in st.processes.items():
         console.print(f"{name:>16}: {'[green]running[/]' if alive else '[red]stopped[/]'}")
     console.print(f"{'runs':>16}: {', '.join(st.run_ids)}")
+    security = "TLS + SuperNode auth" if st.secure else "[bold red]INSECURE[/] (no TLS, no auth)"
+    console.print(f"{'security':>16}: {security}")
     if st.latest is None:
         console.print("no round published yet")
     else:

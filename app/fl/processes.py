@@ -5,6 +5,8 @@ Everything lives under ``<data_dir>/fl``: ``logs/`` (one file per process),
 ``config.toml`` and installed app bundles), ``run-config.toml`` (the overrides of the
 run) and ``state.json`` (pids, ports, run id). Processes are started in their own
 sessions and stopped by pid (with their descendants: SuperExec, ServerApp, ClientApps).
+The SuperLink serves TLS with SuperNode authentication (:mod:`app.fl.flower_auth`, keys
+and certificates under ``<data_dir>/pki``) unless ``insecure`` is asked for.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ import tomli_w
 
 import topics
 from app.fl.config import DEFAULTS, FLConfig, FLConfigError
+from app.fl.flower_auth import (
+    FlowerSecurity,
+    RegistrationError,
+    connection_entry,
+    register_supernodes,
+    supernode_name,
+)
 from app.ports import port_free
 
 __all__ = [
@@ -67,6 +76,7 @@ class FLDeployment:
     supernodes: dict[str, dict[str, int]] = field(default_factory=dict)
     run_ids: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    secure: bool = True  # TLS + SuperNode authentication (False: `fl up --insecure`)
 
     @property
     def root(self) -> Path:
@@ -98,6 +108,7 @@ def _env(root: Path) -> dict[str, str]:
     env["FLWR_HOME"] = str(root / "flwr-home")
     env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = "0.1"  # default 1 s, paid every round
     env["PYTHONUNBUFFERED"] = "1"
+    env["FLWR_TELEMETRY_ENABLED"] = "0"  # Flower reports usage events by default
     # Each message runs in a new ClientApp process: keep XLA's compilations across them.
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax-cache"))
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -149,13 +160,14 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> int:
     return proc.pid
 
 
-def _wait_health(port: int, pid: int, timeout_s: float = 60.0) -> None:
+def _wait_health(port: int, pid: int, security: FlowerSecurity, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
+    url, context = f"{security.scheme}://127.0.0.1:{port}/health", security.ssl_context()
     while time.monotonic() < deadline:
         if not _alive(pid):
             raise FLError(f"the SuperLink exited at start; see its log (port {port})")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -173,12 +185,15 @@ def up(
     supernode_base_port: int,
     run_config: Mapping[str, Any] | None = None,
     warm_clients: bool = True,
+    insecure: bool = False,
 ) -> FLDeployment:
     """Start a SuperLink and one SuperNode per silo, write the connection, submit the run.
 
     ``warm_clients`` (default): each SuperNode runs with ``--isolation process`` next to a
     long-lived ClientApp runtime (app/fl/warm_runtime.py); otherwise Flower's stock
-    SuperExec starts a new ClientApp process per message.
+    SuperExec starts a new ClientApp process per message. ``insecure``: plaintext and no
+    SuperNode authentication (throwaway runs only); by default TLS from the federation's
+    CA and every SuperNode registered with its own key pair.
     """
     overrides = {**(run_config or {}), "bootstrap": bootstrap}
     cfg = check_settings(bootstrap, silo_ids, overrides)
@@ -192,9 +207,10 @@ def up(
     root = Path(data_dir) / "fl"
     env = _env(root)
     logs = root / "logs"
+    security = FlowerSecurity.create(Path(data_dir), insecure)
     superlink = [
         str(_BIN / "flower-superlink"),
-        "--insecure",
+        *security.superlink_args(),
         "--host",
         "127.0.0.1",
         "--port",
@@ -207,10 +223,14 @@ def up(
         cfg.model_name,
         superlink_port,
         _spawn(superlink, logs / "superlink.log", env),
+        secure=not security.insecure,
     )
     dep.save()
     try:
-        _wait_health(superlink_port, dep.superlink_pid)
+        _wait_health(superlink_port, dep.superlink_pid, security)
+        _write_connection(root, superlink_port, security)
+        keys = {silo: security.node_keys(Path(data_dir), silo) for silo in silo_ids}
+        _register(root, {supernode_name(s): k.public for s, k in keys.items() if k is not None})
         for i, silo in enumerate(silo_ids):
             port = supernode_base_port + i
             node_config = (
@@ -220,7 +240,7 @@ def up(
                 sys.executable,  # Flower's SuperNode, with a shorter idle poll (see module)
                 "-m",
                 "app.fl.supernode",
-                "--insecure",
+                *security.supernode_args(keys[silo]),
                 "--superlink",
                 f"127.0.0.1:{superlink_port}",
                 "--port",
@@ -246,7 +266,6 @@ def up(
                     runtime, logs / f"runtime-{silo}.log", env
                 )
             dep.save()
-        _write_connection(root, superlink_port)
         dep.run_ids.append(submit_run(dep, overrides))
         dep.save()
     except BaseException:
@@ -262,16 +281,21 @@ def up(
     return dep
 
 
-def _write_connection(root: Path, port: int) -> None:
+def _write_connection(root: Path, port: int, security: FlowerSecurity) -> None:
     home = root / "flwr-home"
     home.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "superlink": {
-            "default": CONNECTION,
-            CONNECTION: {"address": f"127.0.0.1:{port}", "insecure": True},
-        }
-    }
+    entry = connection_entry(f"127.0.0.1:{port}", security)
+    doc = {"superlink": {"default": CONNECTION, CONNECTION: entry}}
     (home / "config.toml").write_text(tomli_w.dumps(doc))
+
+
+def _register(root: Path, public_keys: Mapping[str, Path]) -> None:
+    if not public_keys:
+        return
+    try:
+        register_supernodes(_BIN / "flwr", CONNECTION, public_keys, _env(root))
+    except RegistrationError as exc:
+        raise FLError(str(exc)) from None
 
 
 def submit_run(dep: FLDeployment, run_config: Mapping[str, Any]) -> str:
@@ -372,6 +396,7 @@ class FLStatus:
     processes: dict[str, bool]
     run_ids: list[str]
     latest: dict[str, Any] | None
+    secure: bool = True
 
 
 def status(data_dir: Path, with_metrics: bool = True) -> FLStatus | None:
@@ -385,4 +410,4 @@ def status(data_dir: Path, with_metrics: bool = True) -> FLStatus | None:
 
         docs = read_metrics(dep.bootstrap, dep.model_name)
         latest = docs[-1] if docs else None
-    return FLStatus({n: _alive(p) for n, p in dep.pids().items()}, dep.run_ids, latest)
+    return FLStatus({n: _alive(p) for n, p in dep.pids().items()}, dep.run_ids, latest, dep.secure)

@@ -1,0 +1,64 @@
+"""The federation's CA, the SuperLink certificate and SuperNode keys (no Flower, no network)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from app.fl.flower_auth import FlowerSecurity, connection_entry
+from app.fl.pki import ensure_ca, ensure_node_keys, ensure_server_tls
+
+
+def test_server_certificate_is_signed_by_the_ca_for_its_hosts(tmp_path: Path) -> None:
+    # Execute
+    tls = ensure_server_tls(tmp_path, ("127.0.0.1", "superlink.example"))
+
+    # Assert: the chain verifies, the names are the asked ones, keys are private
+    ca = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+    cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert san.get_values_for_type(x509.DNSName) == ["superlink.example"]
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    for key in (tmp_path / "pki" / "ca" / "ca.key", tls.key):
+        assert key.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "pki").stat().st_mode & 0o777 == 0o700
+
+
+def test_files_are_reused_and_reissued_only_for_other_hosts(tmp_path: Path) -> None:
+    first = ensure_server_tls(tmp_path)
+    ca_bytes, cert_bytes = first.ca.read_bytes(), first.cert.read_bytes()
+
+    again = ensure_server_tls(tmp_path).cert.read_bytes()
+    other = ensure_server_tls(tmp_path, ("10.0.0.5",))
+
+    assert again == cert_bytes and ensure_ca(tmp_path)[0].read_bytes() == ca_bytes
+    assert other.cert.read_bytes() != cert_bytes and other.ca.read_bytes() == ca_bytes
+
+
+def test_supernode_keys_are_ec_in_the_openssh_format_flower_reads(tmp_path: Path) -> None:
+    keys = ensure_node_keys(tmp_path, "silo-3")
+    private = serialization.load_ssh_private_key(keys.private.read_bytes(), None)
+    public = serialization.load_ssh_public_key(keys.public.read_bytes())
+    assert isinstance(private, ec.EllipticCurvePrivateKey) and private.curve.name == "secp384r1"
+    assert public == private.public_key()
+    assert keys.private.stat().st_mode & 0o777 == 0o600
+    assert ensure_node_keys(tmp_path, "silo-3") == keys  # reused, not regenerated
+    assert keys.private.read_bytes() == ensure_node_keys(tmp_path, "silo-3").private.read_bytes()
+
+
+def test_flower_flags_secure_by_default_insecure_only_when_asked(tmp_path: Path) -> None:
+    secure = FlowerSecurity.create(tmp_path)
+    keys = secure.node_keys(tmp_path, 0)
+    args = secure.superlink_args()
+    assert "--enable-supernode-auth" in args and "--insecure" not in args
+    assert secure.supernode_args(keys)[:2] == ["--root-certificates", str(secure.tls.ca)]  # type: ignore[union-attr]
+    assert "insecure" not in connection_entry("127.0.0.1:1", secure)
+    insecure = FlowerSecurity.create(tmp_path / "x", insecure=True)
+    assert insecure.superlink_args() == ["--insecure"] and insecure.node_keys(tmp_path, 0) is None
+    assert connection_entry("127.0.0.1:1", insecure)["insecure"] is True
