@@ -193,7 +193,7 @@ def test_silo_tenants_see_only_their_own_customers_operators_see_all() -> None:
     loop = StreamLoop(SPEC, processor, outbox=None, follower=None, tenants=tenants)
     processor.on_customer(orjson.dumps(Customer("c1", 1, T0).to_dict()), b"c1", 0)
     processor.on_customer(orjson.dumps(Customer("c2", 2, T0).to_dict()), b"c2", 0)
-    joined = processor.on_transaction(_txn(0, "c2", T0 + 5, 12.0), b"c2", 0, 0, 0)
+    joined = processor.on_transaction(_txn(0, "c2", T0 + 5, 12.0), b"c2", 0, 0, int(T0 * 1000))
     assert joined is not None
     loop.on_joined(joined)
 
