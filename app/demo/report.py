@@ -151,12 +151,14 @@ def write_markdown(
         if isinstance(block, dict):
             lines += ["", f"### {name}", "", "| | value |", "|---|---|"]
             lines += [f"| {k} | {_fmt(v, 1)} |" for k, v in block.items()]
+    private = any(r.get("privacy") for r in rounds)
     lines += [
         "",
         "## Federated rounds",
         "",
-        "| round | model | rows | silos trained | global ROC AUC | per-silo ROC AUC | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| round | model | rows | silos trained | global ROC AUC | per-silo ROC AUC | seconds |"
+        + (" epsilon (delta) |" if private else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if private else ""),
     ]
     for r in rounds:
         g = r.get("global") or {}
@@ -165,10 +167,14 @@ def write_markdown(
         )
         part = r.get("participation") or {}
         trained = f"{part.get('trained', 'n/a')} of {part.get('replied', 'n/a')}"
-        lines.append(
+        line = (
             f"| {r['round']} | {r.get('model_version')} | {_fmt(g.get('rows'))} | {trained} | "
             f"{_fmt(_auc(g))} | {silos} | {_fmt(r.get('round_seconds'), 1)} |"
         )
+        if private:  # DP noise on: the epsilon spent up to this round
+            dp = r.get("privacy") or {}
+            line += f" {_fmt(dp.get('epsilon'), 2)} ({dp.get('delta')}) |" if dp else " - |"
+        lines.append(line)
     lines += ["", "## Centralised baseline (all silos pooled, same model, prequential)", "", "```"]
     lines += [*baseline_lines, "```", "", "## Chatbot", ""]
     for chat in chats:

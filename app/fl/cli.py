@@ -184,6 +184,12 @@ def status_lines(latest: dict[str, Any]) -> list[str]:
         f"{_fig(latest.get('global'))}; {part.get('trained', '?')} of {part.get('replied', '?')}"
         f" silos trained, {latest.get('round_seconds')} s"
     )
+    if dp := latest.get("privacy"):
+        limit = f" of max {dp['max_epsilon']:g}" if dp.get("max_epsilon") else ""
+        lines.append(
+            f"privacy: epsilon {dp['epsilon']:.3f}{limit} at delta {dp['delta']:g} after "
+            f"{dp['releases']} DP rounds ({dp['guarantee']})"
+        )
     return lines
 
 

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "server-lr": 0.01,
     "dp-clip": 0.0,
     "dp-noise": 0.0,
+    "dp-delta": 1e-5,
+    "dp-max-epsilon": 0.0,
     "model-name": "fraud-mlp",
     "bootstrap": "127.0.0.1:9092",
     "spec-version": "",
@@ -91,6 +93,10 @@ class FLConfig:
         Server learning rate of FedAdam (``eta``).
     dp_clip, dp_noise : float
         Server-side fixed-clipping DP: clipping norm and noise multiplier (clip 0 = off).
+    dp_delta, dp_max_epsilon : float
+        With clipping and noise on, the privacy spent is tracked (app/fl/privacy.py) and
+        published as epsilon at ``dp_delta``; training stops before a round would take it
+        past ``dp_max_epsilon`` (0 = no limit).
     model_name : str
         Key of the global model on ``fl.model.global``.
     bootstrap : str
@@ -137,6 +143,8 @@ class FLConfig:
     server_lr: float = 0.01
     dp_clip: float = 0.0
     dp_noise: float = 0.0
+    dp_delta: float = 1e-5
+    dp_max_epsilon: float = 0.0
     model_name: str = "fraud-mlp"
     bootstrap: str = "127.0.0.1:9092"
     spec_version: str = ""
@@ -170,6 +178,8 @@ class FLConfig:
             "pos-weight": self.pos_weight > 0,
             "dp-clip": self.dp_clip >= 0,
             "dp-noise": self.dp_noise >= 0,
+            "dp-delta": 0 < self.dp_delta < 1,
+            "dp-max-epsilon": self.dp_max_epsilon >= 0,
             "n-features": self.n_features >= 0,
             "hidden": len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
             "init-prior": 0.0 <= self.init_prior < 1.0,
@@ -182,11 +192,19 @@ class FLConfig:
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
             raise FLConfigError(f"invalid run-config value(s) for {', '.join(bad)}")
+        if self.dp_accounted and self.strategy == "fedadam":
+            # FedAdam's server moments see the un-noised average: not covered by the account
+            raise FLConfigError("DP accounting (dp-clip and dp-noise > 0) needs fedavg or fedprox")
 
     @property
     def dp_enabled(self) -> bool:
         """Whether server-side DP clipping (and noise) wraps the strategy."""
         return self.dp_clip > 0
+
+    @property
+    def dp_accounted(self) -> bool:
+        """Whether rounds spend a privacy budget that is tracked (clipping and noise on)."""
+        return self.dp_clip > 0 and self.dp_noise > 0
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FLConfig:

@@ -35,6 +35,7 @@ from app.fl.messages import (
     parse_reply,
 )
 from app.fl.model_store import choose_resume, make_model_frame, moments_of
+from app.fl.privacy import PrivacyLedger, calibrate_for_dp, ledger_for
 from app.fl.rounds import Backoff, round_metrics
 from app.fl.strategy import build_strategy, send_and_receive, with_ttl
 from app.fl.whole_run import META_KEY as WHOLE_RUN_META
@@ -69,6 +70,7 @@ class ServerState:
     rejected: list[str] = field(default_factory=list)
     whole_run: WholeRun = field(default_factory=WholeRun)  # every round, restored on resume
     idle_rows: dict[int, int] = field(default_factory=dict)  # read in unpublished rounds
+    privacy: dict[str, Any] | None = None  # the resumed model's privacy account, if any
 
 
 def resolve_spec(cfg: FLConfig) -> tuple[str, int]:
@@ -102,7 +104,9 @@ def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> S
             )
             arrays = [np.array(a, dtype=np.float32) for a in point.frame.arrays]
             whole = WholeRun.from_meta(point.frame.meta.metrics.get(WHOLE_RUN_META))
-            return ServerState(point.round, arrays, moments_of(point.frame), point.rejected, whole)
+            state = ServerState(point.round, arrays, moments_of(point.frame), point.rejected, whole)
+            state.privacy = point.frame.meta.metrics.get("privacy")
+            return state
         rejected = point.rejected
     else:
         rejected = []
@@ -127,7 +131,9 @@ def absorb_replies(
         state.moments = merge_all([state.moments, *with_rows])
     if not contributing:
         return None
-    aggregated, _ = strategy.aggregate_train(round_, [p.message for p in contributing])
+    messages = [p.message for p in contributing]
+    calibrate_for_dp(strategy, messages)
+    aggregated, _ = strategy.aggregate_train(round_, messages)
     return aggregated
 
 
@@ -142,9 +148,14 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
     names = param_names(model_cfg)
     state = initial_state(cfg, model_cfg, spec_version)
     strategy = build_strategy(cfg)
+    ledger = _ledger(cfg, state)
     backoff = Backoff.up_to(cfg.idle_backoff_max)
     done = idle = 0
     while cfg.num_rounds == 0 or done < cfg.num_rounds:
+        if ledger is not None and ledger.next_would_exceed():
+            logger.warning("stopping: round %d would spend more than epsilon %g (spent %.3f)",
+                           state.round + 1, ledger.max_epsilon, ledger.epsilon)  # fmt: skip
+            break
         t0 = time.perf_counter()
         mean, std = state.moments.mean_std() if state.moments.count else (None, None)
         config = build_server_config(
@@ -194,11 +205,24 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         state.round = next_round
         state.arrays = arrays_from_record(aggregated, names)
         contributing = [p for p in parsed if p.contributes]
+        privacy = ledger.record_round() if ledger is not None else None
         _publish(
-            cfg, model_cfg, spec_version, state, parsed, contributing, time.perf_counter() - t0
-        )
+            cfg, model_cfg, spec_version, state, parsed, contributing, time.perf_counter() - t0,
+            privacy,
+        )  # fmt: skip
         done += 1
     return state
+
+
+def _ledger(cfg: FLConfig, state: ServerState) -> PrivacyLedger | None:
+    """The privacy account of a run with DP noise (None without)."""
+    if not cfg.dp_accounted:
+        return None
+    if state.round > 0 and state.privacy is None:
+        logger.warning("privacy: resuming round %d of a model trained without DP noise; "
+                       "epsilon counts only the rounds from now on", state.round)  # fmt: skip
+    return ledger_for(cfg.dp_noise, cfg.dp_clip, cfg.dp_delta, cfg.min_nodes,
+                      cfg.dp_max_epsilon, state.privacy)  # fmt: skip
 
 
 def _publish(
@@ -209,6 +233,7 @@ def _publish(
     parsed: list[ParsedReply],
     contributing: list[ParsedReply],
     seconds: float,
+    privacy: dict[str, Any] | None = None,
 ) -> None:
     """Build the round's metrics and model frame and put both on Kafka."""
     evaluations = [p.evaluation for p in parsed if not p.no_data]
@@ -225,6 +250,7 @@ def _publish(
     metrics["standardisation_rows"] = state.moments.count
     metrics["whole_run"] = state.whole_run.summary()
     metrics["participation"] = participation(cfg, state, parsed, contributing)
+    metrics["privacy"] = privacy  # epsilon spent so far at delta (None: no DP noise)
     frame, version = make_model_frame(
         model_name=cfg.model_name,
         round_=state.round,

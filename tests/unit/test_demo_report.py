@@ -51,3 +51,16 @@ def test_plot_integer_rounds_and_silo_points_on_top() -> None:
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert lines["silo 0"].get_zorder() > lines["federated (global)"].get_zorder()
     assert lines["silo 0"].get_marker() not in ("", "None", None)
+
+
+def test_report_shows_epsilon_when_rounds_spent_privacy(tmp_path: Path) -> None:
+    rounds = [_round(1, 0.6), _round(2, 0.8)]
+    rounds[1]["privacy"] = {"epsilon": 7.0774, "delta": 1e-05, "releases": 2}
+    rounds[0]["privacy"] = {"epsilon": 4.7285, "delta": 1e-05, "releases": 1}
+
+    text = write_markdown(tmp_path / "r.md", {}, rounds, [], [], "auc.png").read_text()
+
+    assert "| seconds | epsilon (delta) |" in text
+    assert "| 9.5 | 7.08 (1e-05) |" in text
+    plain = write_markdown(tmp_path / "p.md", {}, [_round(1, 0.6)], [], [], "a.png").read_text()
+    assert "epsilon" not in plain
