@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from rich.markup import escape
 from app.demo.monitor import Monitor, Snapshot
 from app.demo.view import render_snapshot
 from app.settings import Settings
+from app.supervise import Supervised
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -64,7 +64,7 @@ class DemoOptions:
 @dataclass
 class _Running:
     broker: Any = None
-    worker: subprocess.Popen[bytes] | None = None
+    worker: Supervised | None = None
     fl_root: Path | None = None
     producer: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -104,7 +104,7 @@ def _start_broker(
     console.print(f"Kafka started in {seconds:.1f} s")
 
 
-def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: str) -> Any:
+def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: str) -> Supervised:
     log = (root / "logs").joinpath("worker.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -126,10 +126,9 @@ def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: s
         str(options.batch_ms),
     ]
     env = {**os.environ, "FEDSTREAM_MODEL_NAME": model, "FEDSTREAM_NAMESPACE": ""}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    worker = Supervised("worker", lambda: cmd, log, env)  # restarted with backoff if it dies
+    worker.start()
+    return worker
 
 
 def _producer(settings: Settings, options: DemoOptions, running: _Running) -> threading.Thread:
@@ -167,18 +166,6 @@ def _producer(settings: Settings, options: DemoOptions, running: _Running) -> th
     return thread
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None, name: str, grace_s: float = 20.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        logger.warning("%s ignored SIGTERM for %.0f s; killing it", name, grace_s)
-        proc.kill()
-        proc.wait(10)
-
-
 def _stop_producer(running: _Running) -> None:
     running.stop.set()
     if running.producer is not None:
@@ -195,7 +182,8 @@ def _stop_services(running: _Running, console: Console) -> None:
         console.print("stopping Flower and the worker")
         down(running.fl_root)
         running.fl_root = None
-    _stop_process(running.worker, "worker")
+    if running.worker is not None:
+        running.worker.stop(timeout_s=20.0)
 
 
 def _shutdown(running: _Running, console: Console) -> None:
@@ -250,8 +238,11 @@ def _watch(monitor: Monitor, running: _Running, options: DemoOptions, console: C
         else _NullLive() as view
     ):
         while time.monotonic() < deadline and (not options.rounds or snap.round < options.rounds):
-            if running.worker is not None and running.worker.poll() is not None:
-                raise RuntimeError("the worker exited; see its log in <data_dir>/demo/logs")
+            if running.worker is not None and running.worker.check():
+                console.print(
+                    f"the worker died; restarted it (pid {running.worker.pid}, "
+                    f"restart {running.worker.restarts}; log in <data_dir>/demo/logs)"
+                )
             time.sleep(1.0)
             snap = monitor.snapshot()
             if live:

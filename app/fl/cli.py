@@ -14,6 +14,7 @@ and :mod:`bench.fl`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated, Any
 
 import orjson
@@ -143,7 +144,10 @@ def fl_status(ctx: typer.Context) -> None:
         console.print("federated training is not running (no state in data dir).")
         raise typer.Exit(code=3)
     for name, alive in st.processes.items():
-        console.print(f"{name:>16}: {'[green]running[/]' if alive else '[red]stopped[/]'}")
+        restarts, last = st.restarts.get(name, (0, None))
+        seen = f" (restarts {restarts}, last {time.strftime('%H:%M:%S', time.localtime(last))})"
+        extra = seen if restarts and last else ""
+        console.print(f"{name:>16}: {'[green]running[/]' if alive else '[red]stopped[/]'}{extra}")
     console.print(f"{'runs':>16}: {', '.join(st.run_ids)}")
     security = "TLS + SuperNode auth" if st.secure else "[bold red]INSECURE[/] (no TLS, no auth)"
     console.print(f"{'security':>16}: {security}")
@@ -193,9 +197,57 @@ def status_lines(latest: dict[str, Any]) -> list[str]:
     return lines
 
 
+@fl_app.command("restart-silo")
+def fl_restart_silo(
+    ctx: typer.Context, silo: Annotated[int, typer.Argument(help="Silo id to restart.")]
+) -> None:
+    """Restart one silo's SuperNode (and runtime) through the running supervisor."""
+    from app.fl.processes import FLDeployment
+    from app.fl.supervisor import request, wait_for
+
+    data_dir = _settings(ctx).data_dir
+    dep = FLDeployment.load(data_dir)
+    entry = dep.supernodes.get(str(silo)) if dep else None
+    if dep is None or entry is None:
+        raise _fail(f"no silo {silo} in the deployment at {data_dir}")
+    request(data_dir, "restart", silo)
+    try:
+        pid = wait_for(data_dir, silo, int(entry.get("pid") or 0))
+    except TimeoutError as exc:
+        raise _fail(f"{exc}; is the supervisor running (`fl status`)?") from None
+    console.print(f"silo {silo} restarted: SuperNode pid {pid}")
+
+
+@fl_app.command("add-silo")
+def fl_add_silo(
+    ctx: typer.Context, silo: Annotated[int, typer.Argument(help="Silo id to add.")]
+) -> None:
+    """Start a SuperNode (and runtime) for one more silo; it joins the next rounds."""
+    from app.fl.processes import FLDeployment, FLError, check_settings
+    from app.fl.supervisor import request, wait_for
+    from app.ports import free_port
+
+    settings = _settings(ctx)
+    dep = FLDeployment.load(settings.data_dir)
+    if dep is None:
+        raise _fail(f"no federated deployment in {settings.data_dir}; run `fl up` first")
+    if str(silo) in dep.supernodes:
+        raise _fail(f"silo {silo} is already part of the deployment")
+    try:
+        check_settings(dep.bootstrap, [silo], {"model-name": dep.model_name})
+    except FLError as exc:
+        raise _fail(str(exc)) from None
+    request(settings.data_dir, "add", silo, port=free_port())
+    try:
+        pid = wait_for(settings.data_dir, silo, None)
+    except TimeoutError as exc:
+        raise _fail(f"{exc}; is the supervisor running (`fl status`)?") from None
+    console.print(f"silo {silo} added: SuperNode pid {pid}")
+
+
 @fl_app.command("down")
 def fl_down(ctx: typer.Context) -> None:
-    """Stop SuperNodes and SuperLink (SIGTERM, wait, SIGKILL)."""
+    """Stop the supervisor, the SuperNodes and the SuperLink (SIGTERM, wait, SIGKILL)."""
     from app.fl.processes import down
 
     stopped = down(_settings(ctx).data_dir)

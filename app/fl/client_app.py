@@ -3,14 +3,16 @@
 Every round (one ``train`` message; evaluation is inside it):
 
 1. open a consumer on ONLY this silo's topic (``--node-config`` of the SuperNode gives
-   ``silo-id``, ``topic`` and ``bootstrap``) at the committed offset of the silo's group;
+   ``silo-id``, ``topic`` and ``bootstrap``); commit what the server confirmed it has
+   aggregated of this silo (app/fl/offset_ledger.py), then start at the committed offset;
 2. read the NEW frames, at most ``max-rows-per-round`` rows, waiting up to
    ``round-wait`` s for the ``round-rows`` the server asks for (the round policy);
 3. too few rows (< ``min-rows``): reply "no data" (weight 0, ``no-data`` = 1) and commit
    nothing, so the rows wait for the next round and the server backs off;
 4. otherwise score the rows with the received global model first (prequential), train
-   ``local-epochs``, reply weights + metrics + histograms + moment statistics;
-5. commit the offsets only once the reply is built: a failed round loses no batch.
+   ``local-epochs``, reply weights + metrics + histograms + moment statistics + where the
+   read ended. Nothing is committed here: a reply that is lost or late is never
+   confirmed, and its rows are read and trained again in a later round.
 
 Each message runs in a fresh process (Flower starts a new ClientApp per message), so the
 consumer is opened and closed per round.
@@ -24,17 +26,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 import topics
 from app.fl.config import FLConfig
+from app.fl.fault_hooks import hold_after_reply
 from app.fl.kafka_io import SiloBatch, SiloReader, silo_group
 from app.fl.messages import (
+    CONFIG,
     arrays_from_record,
     build_reply,
     parse_train_message,
 )
+from app.fl.offset_ledger import CONFIRM_ONLY, attach_read_offsets, confirmed_for
 from app.fl.rounds import prequential_round
 
 __all__ = ["NodeSettings", "app", "handle_train", "read_round"]
@@ -92,9 +97,18 @@ def read_round(
 
 def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
     """One round of one silo (see the module docstring); the adapter's whole logic."""
+    config = msg.content.config_records[CONFIG]
+    confirmed = confirmed_for(config, node.silo_id)
+    if config.get(CONFIRM_ONLY):  # the run ends: commit what the server aggregated
+        with SiloReader(node.bootstrap, node.topic, node.group) as reader:
+            logger.info("silo %d: final confirmation %s", node.silo_id, reader.advance(confirmed))
+        return Message(RecordDict({}), reply_to=msg)
     ins = parse_train_message(msg)
     model_cfg = cfg.model_config(ins.n_features, proximal_mu=ins.proximal_mu)
     with SiloReader(node.bootstrap, node.topic, node.group) as reader:
+        advanced = reader.advance(confirmed)
+        if advanced:
+            logger.info("silo %d: server confirmed %s, committed", node.silo_id, advanced)
         batch = read_round(reader, cfg, ins.round_rows, ins.spec_version, ins.n_features)
         common = {
             "silo": node.silo_id,
@@ -121,8 +135,11 @@ def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
         result = prequential_round(
             arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std, set_prior=ins.set_prior
         )
-        reply = build_reply(msg, result=result, **common)  # type: ignore[arg-type]
-        reader.commit(batch)
+        reply = attach_read_offsets(
+            build_reply(msg, result=result, **common),  # type: ignore[arg-type]
+            batch.next_offsets,
+            batch.last_stamps,
+        )
     logger.info(
         "silo %d round %d: %d rows (%d frames, %d skipped) read in %.2fs, trained in %.2fs",
         node.silo_id,
@@ -133,6 +150,7 @@ def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
         batch.seconds,
         result.train_seconds,
     )
+    hold_after_reply(node.silo_id, ins.server_round, batch.rows, batch.next_offsets)
     return reply
 
 

@@ -2,7 +2,8 @@
 
 - :class:`SiloReader` reads NEW frames of ONE silo topic from the committed offset of
   the silo's consumer group (manual assignment, no rebalance), up to a row budget, and
-  commits only when told (after the round's reply is built).
+  commits only when told: what the server confirmed it aggregated
+  (:meth:`SiloReader.advance`, see app/fl/offset_ledger.py) and unusable frames.
 - :func:`publish_round` writes the global model frame to ``fl.model.global`` and the
   round metrics to ``fl.metrics`` (key = model name).
 - :func:`read_models` / :func:`read_metrics` scan those topics from the beginning to the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,7 @@ class SiloBatch:
     topics_read: set[str]
     next_offsets: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    last_stamps: dict[int, int] = field(default_factory=dict)  # Kafka timestamp of last read
 
     @property
     def rows(self) -> int:
@@ -98,11 +100,14 @@ class SiloReader:
     def close(self) -> None:
         self._consumer.close()
 
-    def _start_positions(self) -> tuple[list[TopicPartition], dict[int, int]]:
+    def _partitions(self) -> list[TopicPartition]:
         meta = self._consumer.list_topics(self.topic, timeout=_TIMEOUT).topics.get(self.topic)
         if meta is None or meta.error is not None or not meta.partitions:
             raise RuntimeError(f"silo topic {self.topic} does not exist on the broker")
-        parts = [TopicPartition(self.topic, p) for p in sorted(meta.partitions)]
+        return [TopicPartition(self.topic, p) for p in sorted(meta.partitions)]
+
+    def _start_positions(self) -> tuple[list[TopicPartition], dict[int, int]]:
+        parts = self._partitions()
         committed = _retry(lambda: self._consumer.committed(parts, timeout=_TIMEOUT))
         starts, ends = [], {}
         for tp in committed:
@@ -137,6 +142,7 @@ class SiloReader:
         ys: list[np.ndarray] = []
         rows = frames = skipped = 0
         next_offsets: dict[int, int] = {}
+        stamps: dict[int, int] = {}
         seen: set[str] = set()
         if starts:
             self._consumer.assign(starts)
@@ -172,6 +178,7 @@ class SiloReader:
                         rows += frame.meta.rows
                         frames += 1
                     next_offsets[part] = position[part] = off + 1
+                    stamps[part] = int(msg.timestamp()[1])
                     if off + 1 >= ends[part]:
                         open_parts.discard(part)
                     if rows >= max_rows:
@@ -179,7 +186,52 @@ class SiloReader:
                         break
         X = np.concatenate(xs) if xs else np.zeros((0, n_features), np.float32)
         y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
-        return SiloBatch(X, y, frames, skipped, seen, next_offsets, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        return SiloBatch(X, y, frames, skipped, seen, next_offsets, seconds, stamps)
+
+    def advance(self, confirmed: Mapping[int, tuple[int, int]]) -> dict[int, int]:
+        """Commit what the server confirmed where it is past the committed offsets.
+
+        ``confirmed``: partition -> (offset after the last record read, that record's Kafka
+        timestamp). Confirmations are sent again with every round (app/fl/offset_ledger.py),
+        so an older one than what is committed is normal: committed offsets never go back.
+        One that names a record the topic no longer holds (the topic was recreated or
+        truncated) is ignored. Returns the partitions moved and their new offsets.
+        """
+        if not confirmed:
+            return {}
+        known = {tp.partition for tp in self._partitions()}
+        parts = [TopicPartition(self.topic, p) for p in sorted(confirmed) if p in known]
+        committed = _retry(lambda: self._consumer.committed(parts, timeout=_TIMEOUT))
+        ahead = {}
+        for tp in committed:
+            offset, stamp = confirmed[tp.partition]
+            if offset > tp.offset and self._stamp_at(tp.partition, offset - 1) == stamp:
+                ahead[tp.partition] = offset
+            elif offset > tp.offset:
+                logger.warning("%s[%d]: confirmed offset %d names another record than was "
+                               "read (topic recreated?); ignored", self.topic, tp.partition,
+                               offset)  # fmt: skip
+        if ahead:
+            offsets = [TopicPartition(self.topic, p, o) for p, o in ahead.items()]
+            _retry(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+        return ahead
+
+    def _stamp_at(self, partition: int, offset: int) -> int | None:
+        """Kafka timestamp of the record at ``offset`` (None if the topic lacks it)."""
+        low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), timeout=_TIMEOUT
+        )
+        if not low <= offset < high:
+            return None
+        self._consumer.assign([TopicPartition(self.topic, partition, offset)])
+        try:
+            for msg in self._consumer.consume(1, _TIMEOUT):
+                if msg.error() is None and msg.offset() == offset:
+                    return int(msg.timestamp()[1])
+            return None
+        finally:
+            self._consumer.unassign()
 
     def commit(self, batch: SiloBatch) -> None:
         """Commit the positions after ``batch`` synchronously (call once the reply is built)."""

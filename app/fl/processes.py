@@ -11,12 +11,10 @@ and certificates under ``<data_dir>/pki``) unless ``insecure`` is asked for.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +36,7 @@ from app.fl.flower_auth import (
     supernode_name,
 )
 from app.ports import port_free
+from app.supervise import pid_alive, stop_family
 
 __all__ = [
     "APP_DIR",
@@ -46,9 +45,12 @@ __all__ = [
     "FLStatus",
     "check_settings",
     "down",
+    "fl_env",
+    "runtime_command",
     "status",
     "stop_run",
     "submit_run",
+    "supernode_command",
     "up",
 ]
 
@@ -72,11 +74,15 @@ class FLDeployment:
     model_name: str
     superlink_port: int
     superlink_pid: int
-    # silo -> pid, port (and runtime_pid: its warm ClientApp runtime, app/fl/warm_runtime.py)
-    supernodes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # silo -> pid, port (and runtime_pid: its warm ClientApp runtime, app/fl/warm_runtime.py;
+    # restarts, last_restart: written by the supervisor, app/fl/supervisor.py)
+    supernodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_ids: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     secure: bool = True  # TLS + SuperNode authentication (False: `fl up --insecure`)
+    warm: bool = True
+    commands: dict[str, list[str]] = field(default_factory=dict)  # how to restart each
+    supervisor_pid: int = 0
 
     @property
     def root(self) -> Path:
@@ -84,6 +90,8 @@ class FLDeployment:
 
     def pids(self) -> dict[str, int]:
         out = {"superlink": self.superlink_pid}
+        if self.supervisor_pid:
+            out["supervisor"] = self.supervisor_pid
         for silo, node in self.supernodes.items():
             out[f"supernode-{silo}"] = node["pid"]
             if "runtime_pid" in node:
@@ -102,7 +110,7 @@ class FLDeployment:
         return cls(**json.loads(path.read_text()))
 
 
-def _env(root: Path) -> dict[str, str]:
+def fl_env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{_BIN}{os.pathsep}{env.get('PATH', '')}"  # flower-superexec, flwr-*app
     env["FLWR_HOME"] = str(root / "flwr-home")
@@ -116,12 +124,7 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in {"Z", "X"}
+_alive = pid_alive
 
 
 def check_settings(
@@ -160,6 +163,44 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> int:
     return proc.pid
 
 
+def supernode_command(
+    bootstrap: str,
+    silo: int,
+    port: int,
+    superlink_port: int,
+    warm: bool,
+    security_args: Sequence[str] = ("--insecure",),
+) -> list[str]:
+    """The command line of silo ``silo``'s SuperNode (``fl up``, the supervisor)."""
+    node_config = f"silo-id={silo} topic='{topics.silo_batches(silo)}' bootstrap='{bootstrap}'"
+    cmd = [
+        sys.executable,  # Flower's SuperNode, with a shorter idle poll (see module)
+        "-m",
+        "app.fl.supernode",
+        *security_args,
+        "--superlink",
+        f"127.0.0.1:{superlink_port}",
+        "--port",
+        str(port),
+        "--node-config",
+        node_config,
+    ]
+    return cmd + (["--isolation", "process"] if warm else [])
+
+
+def runtime_command(port: int, supernode_pid: int) -> list[str]:
+    """The command line of the warm ClientApp runtime next to the SuperNode on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "app.fl.warm_runtime",
+        "--runtime-api-address",
+        f"127.0.0.1:{port}",
+        "--parent-pid",
+        str(supernode_pid),
+    ]
+
+
 def _wait_health(port: int, pid: int, security: FlowerSecurity, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     url, context = f"{security.scheme}://127.0.0.1:{port}/health", security.ssl_context()
@@ -186,6 +227,7 @@ def up(
     run_config: Mapping[str, Any] | None = None,
     warm_clients: bool = True,
     insecure: bool = False,
+    supervise: bool = True,
 ) -> FLDeployment:
     """Start a SuperLink and one SuperNode per silo, write the connection, submit the run.
 
@@ -194,6 +236,8 @@ def up(
     SuperExec starts a new ClientApp process per message. ``insecure``: plaintext and no
     SuperNode authentication (throwaway runs only); by default TLS from the federation's
     CA and every SuperNode registered with its own key pair.
+    ``supervise`` (default) starts
+    app/fl/supervisor.py, which restarts SuperNodes and runtimes that die.
     """
     overrides = {**(run_config or {}), "bootstrap": bootstrap}
     cfg = check_settings(bootstrap, silo_ids, overrides)
@@ -205,7 +249,7 @@ def up(
     if busy:
         raise FLError(f"port(s) {', '.join(map(str, busy))} already in use; choose other ports")
     root = Path(data_dir) / "fl"
-    env = _env(root)
+    env = fl_env(root)
     logs = root / "logs"
     security = FlowerSecurity.create(Path(data_dir), insecure)
     superlink = [
@@ -231,43 +275,25 @@ def up(
         _write_connection(root, superlink_port, security)
         keys = {silo: security.node_keys(Path(data_dir), silo) for silo in silo_ids}
         _register(root, {supernode_name(s): k.public for s, k in keys.items() if k is not None})
+        dep.warm = warm_clients
         for i, silo in enumerate(silo_ids):
             port = supernode_base_port + i
-            node_config = (
-                f"silo-id={silo} topic='{topics.silo_batches(silo)}' bootstrap='{bootstrap}'"
-            )
-            cmd = [
-                sys.executable,  # Flower's SuperNode, with a shorter idle poll (see module)
-                "-m",
-                "app.fl.supernode",
-                *security.supernode_args(keys[silo]),
-                "--superlink",
-                f"127.0.0.1:{superlink_port}",
-                "--port",
-                str(port),
-                "--node-config",
-                node_config,
-            ]
-            if warm_clients:
-                cmd += ["--isolation", "process"]
+            cmd = supernode_command(
+                bootstrap, silo, port, superlink_port, warm_clients,
+                security.supernode_args(keys[silo]),
+            )  # fmt: skip
+            dep.commands[f"supernode-{silo}"] = cmd
             pid = _spawn(cmd, logs / f"supernode-{silo}.log", env)
             dep.supernodes[str(silo)] = {"pid": pid, "port": port}
             if warm_clients:
-                runtime = [
-                    sys.executable,
-                    "-m",
-                    "app.fl.warm_runtime",
-                    "--runtime-api-address",
-                    f"127.0.0.1:{port}",
-                    "--parent-pid",
-                    str(pid),
-                ]
                 dep.supernodes[str(silo)]["runtime_pid"] = _spawn(
-                    runtime, logs / f"runtime-{silo}.log", env
+                    runtime_command(port, pid), logs / f"runtime-{silo}.log", env
                 )
             dep.save()
         dep.run_ids.append(submit_run(dep, overrides))
         dep.save()
+        if supervise:  # from here on only the supervisor writes state.json
+            _start_supervisor(dep, env)
     except BaseException:
         down(Path(data_dir))
         raise
@@ -279,6 +305,21 @@ def up(
         logs,
     )
     return dep
+
+
+def _start_supervisor(dep: FLDeployment, env: dict[str, str], timeout_s: float = 30.0) -> None:
+    cmd = [sys.executable, "-m", "app.fl.supervisor", "--data-dir", dep.data_dir]
+    pid = _spawn(cmd, dep.root / "logs" / "supervisor.log", env)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:  # it writes its pid once it watches everything
+        current = FLDeployment.load(Path(dep.data_dir))
+        if current is not None and current.supervisor_pid == pid:
+            dep.supervisor_pid = pid
+            return
+        if not _alive(pid):
+            raise FLError("the supervisor exited at start; see logs/supervisor.log")
+        time.sleep(0.1)
+    raise FLError(f"the supervisor did not start within {timeout_s:.0f} s")
 
 
 def _write_connection(root: Path, port: int, security: FlowerSecurity) -> None:
@@ -293,7 +334,7 @@ def _register(root: Path, public_keys: Mapping[str, Path]) -> None:
     if not public_keys:
         return
     try:
-        register_supernodes(_BIN / "flwr", CONNECTION, public_keys, _env(root))
+        register_supernodes(_BIN / "flwr", CONNECTION, public_keys, fl_env(root))
     except RegistrationError as exc:
         raise FLError(str(exc)) from None
 
@@ -314,7 +355,7 @@ def submit_run(dep: FLDeployment, run_config: Mapping[str, Any]) -> str:
         str(cfg_file),
     ]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=_env(root), timeout=120, check=False
+        cmd, capture_output=True, text=True, env=fl_env(root), timeout=120, check=False
     )
     try:
         doc = json.loads(proc.stdout[proc.stdout.index("{") :])
@@ -330,37 +371,10 @@ def stop_run(dep: FLDeployment, run_id: str) -> None:
     """``flwr stop`` one run (the ServerApp ends; SuperLink and SuperNodes keep running)."""
     cmd = [str(_BIN / "flwr"), "stop", run_id, CONNECTION, "--format", "json"]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=_env(dep.root), timeout=60, check=False
+        cmd, capture_output=True, text=True, env=fl_env(dep.root), timeout=60, check=False
     )
     if proc.returncode != 0:
         raise FLError(f"`flwr stop {run_id}` failed: {(proc.stderr or proc.stdout).strip()[-200:]}")
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def _descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _signal(pids: Sequence[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
 
 
 def down(data_dir: Path, timeout_s: float = 10.0) -> list[str]:
@@ -369,21 +383,16 @@ def down(data_dir: Path, timeout_s: float = 10.0) -> list[str]:
     if dep is None:
         return []
     stopped = []
+    if dep.supervisor_pid and stop_family(dep.supervisor_pid, timeout_s):
+        stopped.append("supervisor")  # first: it would restart the rest
+        dep = FLDeployment.load(data_dir) or dep  # it may have restarted processes
     named = dep.pids()
+    named.pop("supervisor", None)
     order = [n for n in named if n.startswith("runtime-")]
     order += [n for n in named if n.startswith("supernode-")] + ["superlink"]
-    tree = _children()
     for name in order:
-        pid = named[name]
-        if not _alive(pid):
-            continue
-        family = [pid, *_descendants(pid, tree)]
-        _signal(family, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while any(_alive(p) for p in family) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        _signal([p for p in family if _alive(p)], signal.SIGKILL)
-        stopped.append(name)
+        if stop_family(named[name], timeout_s):
+            stopped.append(name)
     (dep.root / "state.json").unlink(missing_ok=True)
     logger.info("federated training down: stopped %s", ", ".join(stopped) or "nothing")
     return stopped
@@ -397,6 +406,8 @@ class FLStatus:
     run_ids: list[str]
     latest: dict[str, Any] | None
     secure: bool = True
+    restarts: dict[str, tuple[int, float | None]] = field(default_factory=dict)
+    """SuperNode name -> (restarts, wall-clock time of the last one) as the supervisor saw."""
 
 
 def status(data_dir: Path, with_metrics: bool = True) -> FLStatus | None:
@@ -410,4 +421,9 @@ def status(data_dir: Path, with_metrics: bool = True) -> FLStatus | None:
 
         docs = read_metrics(dep.bootstrap, dep.model_name)
         latest = docs[-1] if docs else None
-    return FLStatus({n: _alive(p) for n, p in dep.pids().items()}, dep.run_ids, latest, dep.secure)
+    restarts = {
+        f"supernode-{silo}": (int(node.get("restarts", 0)), node.get("last_restart"))
+        for silo, node in dep.supernodes.items()
+    }
+    alive = {n: _alive(p) for n, p in dep.pids().items()}
+    return FLStatus(alive, dep.run_ids, latest, dep.secure, restarts)

@@ -35,6 +35,8 @@ from app.fl.messages import (
     parse_reply,
 )
 from app.fl.model_store import choose_resume, make_model_frame, moments_of
+from app.fl.offset_ledger import METRICS_KEY as LEDGER_KEY
+from app.fl.offset_ledger import OffsetLedger, send_confirmations
 from app.fl.privacy import PrivacyLedger, calibrate_for_dp, ledger_for
 from app.fl.rounds import Backoff, round_metrics
 from app.fl.strategy import build_strategy, send_and_receive, with_ttl
@@ -71,6 +73,7 @@ class ServerState:
     whole_run: WholeRun = field(default_factory=WholeRun)  # every round, restored on resume
     idle_rows: dict[int, int] = field(default_factory=dict)  # read in unpublished rounds
     privacy: dict[str, Any] | None = None  # the resumed model's privacy account, if any
+    ledger: OffsetLedger = field(default_factory=OffsetLedger)  # what silos may commit
 
 
 def resolve_spec(cfg: FLConfig) -> tuple[str, int]:
@@ -106,6 +109,7 @@ def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> S
             whole = WholeRun.from_meta(point.frame.meta.metrics.get(WHOLE_RUN_META))
             state = ServerState(point.round, arrays, moments_of(point.frame), point.rejected, whole)
             state.privacy = point.frame.meta.metrics.get("privacy")
+            state.ledger = OffsetLedger.from_json(point.frame.meta.metrics.get(LEDGER_KEY))
             return state
         rejected = point.rejected
     else:
@@ -166,6 +170,7 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
             set_prior=asks_prior(cfg, state),
             round_rows=cfg.policy().target(state.round + 1),
         )
+        state.ledger.add_to(config)  # confirms what earlier rounds aggregated
         next_round = state.round + 1
         messages = strategy.configure_train(
             next_round, arrays_to_record(state.arrays, names), config, grid
@@ -182,6 +187,9 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         for problem in errors:
             logger.warning("round %d: dropped reply from %s", next_round, problem)
         aggregated = absorb_replies(state, strategy, next_round, parsed)
+        state.ledger.confirm_replies(
+            (p.evaluation.silo, p.message) for p in parsed if not p.no_data
+        )
         if aggregated is None:
             for p in parsed:  # unlabelled rows read and committed: the next round reports them
                 if p.evaluation.rows:
@@ -211,6 +219,8 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
             privacy,
         )  # fmt: skip
         done += 1
+    if state.ledger.confirmed:  # the last round's confirmation has no next round to ride on
+        send_confirmations(grid, state.ledger, cfg.round_timeout)
     return state
 
 
@@ -251,6 +261,7 @@ def _publish(
     metrics["whole_run"] = state.whole_run.summary()
     metrics["participation"] = participation(cfg, state, parsed, contributing)
     metrics["privacy"] = privacy  # epsilon spent so far at delta (None: no DP noise)
+    metrics[LEDGER_KEY] = state.ledger.as_json()
     frame, version = make_model_frame(
         model_name=cfg.model_name,
         round_=state.round,

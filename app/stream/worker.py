@@ -439,6 +439,7 @@ def create_worker_app(
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_progress() -> None:
+        (data_dir / "alive").touch()  # liveness for health checks (docker/compose.yaml)
         c = processor.counters
         logger.info(
             "customers %d, transactions %d, invalid %d, frames %d, rows per silo %s; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from confluent_kafka import TopicPartition
-from flwr.app import Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 import topics
 from app.fl.client_app import NodeSettings, handle_train
@@ -18,6 +18,7 @@ from app.fl.messages import (
     build_server_config,
     parse_reply,
 )
+from app.fl.offset_ledger import CONFIRM_ONLY, OffsetLedger, read_offsets
 from app.fl.synthetic import synthetic_frames
 from app.kafka.clients import make_consumer
 from app.model.params import init_arrays, param_names
@@ -35,7 +36,7 @@ def _task_identity() -> None:
     TaskIdentity.task_id = 1
 
 
-def _train_message(cfg: FLConfig, spec: str) -> Message:
+def _train_message(cfg: FLConfig, spec: str, ledger: OffsetLedger | None = None) -> Message:
     model_cfg = cfg.model_config(8)
     record = RecordDict(
         {
@@ -44,6 +45,8 @@ def _train_message(cfg: FLConfig, spec: str) -> Message:
         }
     )
     record[CONFIG]["server-round"] = 1
+    if ledger is not None:
+        ledger.add_to(record[CONFIG])
     return Message(record, dst_node_id=1, message_type=MessageType.TRAIN)
 
 
@@ -55,7 +58,9 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
-def test_too_few_rows_waits_then_trains_and_commits(kafka_bootstrap: str, unique: str) -> None:
+def test_rows_wait_train_and_commit_once_the_server_confirms(
+    kafka_bootstrap: str, unique: str
+) -> None:
     # Prepare: a silo with 50 rows (< min-rows 100), another silo with plenty of rows
     silo, other = 5000 + int(unique[:3], 16), 6000 + int(unique[:3], 16)
     spec = f"spec-{unique}"
@@ -85,21 +90,36 @@ def test_too_few_rows_waits_then_trains_and_commits(kafka_bootstrap: str, unique
 
     # Execute: more rows arrive, next round trains on all of them
     produce_frames(kafka_bootstrap, topic, str(silo), synthetic_frames(silo, spec, 450, seed=1))
-    busy = parse_reply(handle_train(_train_message(cfg, spec), cfg, node))
+    raw = handle_train(_train_message(cfg, spec), cfg, node)
+    busy = parse_reply(raw)
 
-    # Assert: 500 rows scored and trained, offsets committed past both frames, own topic only
+    # Assert: 500 rows scored and trained; the reply says where the read ended, and
+    # nothing is committed yet (the reply could still be lost)
     assert not busy.no_data and busy.contributes
     assert busy.evaluation.rows == 500 and busy.evaluation.histogram.count == 500
     assert busy.moments.count == 500
     assert busy.topic == topic
-    assert _committed(kafka_bootstrap, node.group, topic) == 2
-    assert _committed(kafka_bootstrap, node.group, topics.silo_batches(other)) < 0
+    assert {p: o for p, (o, _t) in read_offsets(raw).items()} == {0: 2}
+    assert _committed(kafka_bootstrap, node.group, topic) < 0
     assert np.isfinite(busy.evaluation.train_loss)
 
-    # Execute + Assert: nothing new -> no data again, commit unchanged
-    again = parse_reply(handle_train(_train_message(cfg, spec), cfg, node))
+    # Execute + Assert: the server never aggregated it -> the same rows are trained again
+    lost = parse_reply(handle_train(_train_message(cfg, spec, OffsetLedger()), cfg, node))
+    assert lost.evaluation.rows == 500
+    assert _committed(kafka_bootstrap, node.group, topic) < 0
+
+    # Execute + Assert: a confirmation naming another record (a recreated topic) is ignored
+    stale = OffsetLedger({silo: {0: (2, 12345)}})
+    assert parse_reply(handle_train(_train_message(cfg, spec, stale), cfg, node)).evaluation.rows
+    assert _committed(kafka_bootstrap, node.group, topic) < 0
+
+    # Execute + Assert: the next message confirms the read -> committed, nothing new to read
+    ledger = OffsetLedger()
+    ledger.confirm_replies([(silo, raw), (other, raw)])
+    again = parse_reply(handle_train(_train_message(cfg, spec, ledger), cfg, node))
     assert again.no_data
     assert _committed(kafka_bootstrap, node.group, topic) == 2
+    assert _committed(kafka_bootstrap, node.group, topics.silo_batches(other)) < 0
 
 
 def test_frames_of_another_spec_are_skipped(kafka_bootstrap: str, unique: str) -> None:
@@ -115,10 +135,19 @@ def test_frames_of_another_spec_are_skipped(kafka_bootstrap: str, unique: str) -
     )
 
     # Execute
-    reply = parse_reply(handle_train(_train_message(cfg, f"s-{unique}"), cfg, node))
+    raw = handle_train(_train_message(cfg, f"s-{unique}"), cfg, node)
+    reply = parse_reply(raw)
 
-    # Assert: only the matching frames were used, the old one is skipped and committed past
+    # Assert: only the matching frames were used; the read (and later commit) covers both
     assert reply.evaluation.rows == 300
     assert reply.evaluation.extra is not None
     assert reply.evaluation.extra["skipped_frames"] == 1
+    assert {p: o for p, (o, _t) in read_offsets(raw).items()} == {0: 2}
+
+    # Execute + Assert: the run ends; its confirm-only message commits without a round
+    ledger = OffsetLedger()
+    ledger.confirm_replies([(silo, raw)])
+    config = ledger.add_to(ConfigRecord({CONFIRM_ONLY: 1}))
+    final = Message(RecordDict({CONFIG: config}), dst_node_id=1, message_type=MessageType.TRAIN)
+    assert not handle_train(final, cfg, node).content.config_records
     assert _committed(kafka_bootstrap, node.group, topic) == 2

@@ -121,8 +121,14 @@ def test_rounds_publish_learn_isolate_and_resume(
     for silo in silos:  # each silo's group committed on its own topic only
         own, other = topics.silo_batches(silo), topics.silo_batches(silos[1 - silos.index(silo)])
         consumer = make_consumer(kafka_bootstrap, silo_group(model, silo))
+        deadline = time.monotonic() + 60  # commits follow the server's confirmation
         try:
-            got = consumer.committed([TopicPartition(own, 0), TopicPartition(other, 0)], timeout=10)
+            while True:
+                tps = [TopicPartition(own, 0), TopicPartition(other, 0)]
+                got = consumer.committed(tps, timeout=10)
+                if got[0].offset == 3 * ROWS_PER_ROUND // 250 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
         finally:
             consumer.close()
         assert got[0].offset == 3 * ROWS_PER_ROUND // 250
