@@ -20,6 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from app.kafka.clients import delivery_errors, make_producer
 from app.stream.harness import (
     WorkerProcess,
@@ -47,6 +50,22 @@ EVENTS = 24_000
 KILL_AT = 0.25  # share of the transactions committed when one worker is killed
 RESTART_AFTER_S = 2.0
 TRAIL_LINE = "commit trails processing"
+
+
+def wait_members(bootstrap: str, group: str, n: int, timeout_s: float = 120.0) -> None:
+    """Wait until ``n`` members of ``group`` each hold input partitions (the group is formed)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            holding = [m for m in desc.members if m.assignment.topic_partitions]
+            if len(holding) >= n and str(desc.state).endswith("STABLE"):
+                return
+        except KafkaException:
+            pass  # the group is not known yet
+        time.sleep(0.5)
+    raise AssertionError(f"{group} did not form with {n} members in {timeout_s:.0f} s")
 
 
 class PacedSender(threading.Thread):
@@ -100,6 +119,9 @@ def test_sigkill_one_of_two_workers(kafka_bootstrap: str, tmp_path: Path) -> Non
             w.start()
         produce_records(kafka_bootstrap, records(customers, ns))
         wait_committed(kafka_bootstrap, group, inputs[:1], timeout_s=120, worker=workers[0])
+        # both workers hold partitions before the stream starts: a worker that joins while
+        # transactions flow is another case (see the README's Delivery guarantees)
+        wait_members(kafka_bootstrap, group, 2)
         t0 = time.monotonic()
         sender.start()
         deadline = t0 + 120
