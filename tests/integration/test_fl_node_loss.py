@@ -107,6 +107,7 @@ def test_node_killed_after_reply_loses_no_row(
             superlink_port=free_port(),
             supernode_base_port=free_port(span=2),
             run_config=run_config,
+            insecure=True,  # fl add-silo does not register keys for TLS deployments yet
         )
         os.environ.pop(HOLD_SILO_ENV)  # restarted processes run without the hook
 
