@@ -6,6 +6,7 @@ Register with ``app.add_typer(produce_app, name="produce")``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -137,10 +138,16 @@ def synthetic(
 def csv_file(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV file with a header row.", exists=True)],
-    time_col: Annotated[str, typer.Option(help="Column with the event time.")] = "ts",
-    key_col: Annotated[str, typer.Option(help="Column with the customer key.")] = "customer_id",
+    time_col: Annotated[
+        str | None, typer.Option(help="Column with the event time (default: found by name).")
+    ] = None,
+    key_col: Annotated[
+        str | None,
+        typer.Option(help="Column with the customer key (default: found by name, else per row)."),
+    ] = None,
     label_col: Annotated[
-        str | None, typer.Option(help="Column with the 0/1 label (empty cells = unknown).")
+        str | None,
+        typer.Option(help="Column with the 0/1 label (default: found by name; empty = unknown)."),
     ] = None,
     silo_col: Annotated[
         str | None, typer.Option(help="Column with the silo id; default crc32(key) % n-silos.")
@@ -160,6 +167,10 @@ def csv_file(
     customers: Annotated[
         bool, typer.Option(help="Emit a minimal customer event before each key's first txn.")
     ] = True,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Start of a relative time column (ISO 8601 or epoch seconds)."),
+    ] = None,
     speedup: Annotated[
         float | None,
         typer.Option(
@@ -171,19 +182,28 @@ def csv_file(
     progress: ProgressOpt = True,
 ) -> None:
     """Replay a CSV of transactions in time order (other numeric columns become attrs)."""
-    from app.produce.csv_replay import CsvReplay, CsvReplayError, TimeFormat
+    from app.produce.csv_replay import CsvReplay, CsvReplayError, TimeFormat, parse_time
 
     settings = _settings(ctx, bootstrap_servers=bootstrap, silos=n_silos)
     if time_format not in ("epoch", "iso", "auto"):
         raise _fail(f"--time-format must be epoch, iso or auto, not {time_format!r}.")
+    try:
+        start_ts = None if start is None else parse_time(start)
+    except ValueError:
+        raise _fail(f"--start {start!r} is neither ISO 8601 nor epoch seconds.") from None
     replay = CsvReplay(
         file, time_col, key_col, label_col=label_col, silo_col=silo_col,
         n_silos=settings.silos, amount_col=amount_col, txn_id_col=txn_id_col,
         time_format=cast(TimeFormat, time_format),
-        emit_customers=customers,
+        emit_customers=customers, start=start_ts,
     )  # fmt: skip
     try:
-        _send(settings, replay.events(), f"CSV {file.name}", rate, progress, speedup=speedup)
+        events = replay.events()
+        first = next(events, None)  # reads the file: the notes are complete now
+        for note in replay.notes:
+            typer.echo(f"{file.name}: {note}", err=True)
+        stream = itertools.chain([first] if first is not None else [], events)
+        _send(settings, stream, f"CSV {file.name}", rate, progress, speedup=speedup)
     except CsvReplayError as exc:
         raise _fail(str(exc)) from None
 

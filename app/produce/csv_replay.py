@@ -3,6 +3,12 @@
 Pure code (no Kafka). The file is read once, sorted by time (stably: ties keep file order)
 and turned into transaction events; each customer key first seen gets a minimal customer
 event (silo and ts only) just before its first transaction, unless ``emit_customers`` is off.
+
+Files as they come: when not named, the key, time and label columns are looked for by
+name (``customer_id``, ``ts``/``time``/``timestamp``..., ``label``/``class``/``fraud``...);
+without a key column every row is its own customer; a numeric time column that starts
+near 0 is relative seconds, counted from ``start``; numeric columns keep their original
+names as ``attrs``. :attr:`CsvReplay.notes` says what was decided, one line each.
 """
 
 from __future__ import annotations
@@ -19,13 +25,29 @@ from typing import Any, Literal
 
 from app.produce.synthetic import Event
 
-__all__ = ["CsvReplay", "CsvReplayError", "TimeFormat", "parse_time", "sanitise", "stable_silo"]
+__all__ = [
+    "DEFAULT_START",
+    "CsvReplay",
+    "CsvReplayError",
+    "TimeFormat",
+    "parse_time",
+    "sanitise",
+    "stable_silo",
+]
 
 logger = logging.getLogger(__name__)
 
 TimeFormat = Literal["epoch", "iso", "auto"]
 MAX_ATTRS = 64
 _NAME_RE = re.compile(r"[^a-z0-9_]+")
+_KEY_NAMES = ("customer_id", "customer", "client_id", "account_id", "user_id", "card_id", "cc_num")
+_TIME_NAMES = ("ts", "time", "timestamp", "datetime", "event_time", "date", "trans_date_trans_time",
+               "step")  # fmt: skip
+_LABEL_NAMES = ("label", "class", "is_fraud", "fraud", "isfraud", "target", "default", "y")
+RELATIVE_BEFORE = 315_532_800.0
+"""Numeric times all below this (1980-01-01) are relative seconds, not epoch times."""
+DEFAULT_START = 1_704_067_200.0
+"""Where relative times start without ``start``: 2024-01-01T00:00:00Z."""
 
 
 class CsvReplayError(ValueError):
@@ -90,8 +112,12 @@ class CsvReplay:
     Parameters
     ----------
     path : the CSV file (with a header row).
-    time_col, key_col : event time and customer key columns.
-    label_col : 0/1 label column (empty cells become null); None = no labels.
+    time_col : event time column; None = the first column named like a time (ts, time,
+        timestamp, datetime, event_time, date, ..., any case).
+    key_col : customer key column; None = a column named like a key (customer_id, ...),
+        else every row is its own customer (key ``<file stem>-<line>``).
+    label_col : 0/1 label column (empty cells become null); None = a column named like a
+        label (label, class, is_fraud, fraud, target, ...) whose cells are all 0/1, if any.
     silo_col : integer silo column; None = ``stable_silo(key, n_silos)``.
     n_silos : number of silos for hashing.
     amount_col : amount column (negative amounts become 0); None = a column named
@@ -99,17 +125,19 @@ class CsvReplay:
     txn_id_col : transaction id column; None = ``<file stem>-<row number>``.
     time_format : ``epoch`` seconds, ``iso`` 8601 or ``auto`` (try epoch, then ISO).
     emit_customers : emit a minimal customer event before each key's first transaction.
+    start : epoch seconds where a relative time column (numbers below 1980) starts; None =
+        2024-01-01T00:00:00Z, with a note that time-of-day features are then meaningless.
 
-    Other columns whose non-empty cells are all numbers pass into ``attrs`` (sanitised
-    names, at most 64; empty, NaN and infinite cells are left out); non-numeric columns
-    are ignored.
+    Other columns whose non-empty cells are all numbers pass into ``attrs`` under their
+    original names (trimmed to 64 characters; at most 64 columns; empty, NaN and infinite
+    cells are left out); non-numeric columns are ignored.
     """
 
     def __init__(
         self,
         path: str | Path,
-        time_col: str,
-        key_col: str,
+        time_col: str | None = None,
+        key_col: str | None = None,
         label_col: str | None = None,
         silo_col: str | None = None,
         n_silos: int = 3,
@@ -117,6 +145,7 @@ class CsvReplay:
         txn_id_col: str | None = None,
         time_format: TimeFormat = "auto",
         emit_customers: bool = True,
+        start: float | None = None,
     ) -> None:
         if n_silos < 1:
             raise CsvReplayError(f"n_silos must be >= 1, got {n_silos}.")
@@ -128,7 +157,12 @@ class CsvReplay:
         self.amount_col, self.txn_id_col = amount_col, txn_id_col
         self.time_format: TimeFormat = time_format
         self.emit_customers = emit_customers
+        self.start = start
         self.silo_of: Callable[[str], int] = lambda key: stable_silo(key, n_silos)
+        self.notes: list[str] = []
+        """What :meth:`events` decided about the file (key, time, label, attrs)."""
+        self.attr_names: list[str] = []
+        """The ``attrs`` names, in column order (for ``FEDSTREAM_TXN_ATTRS``)."""
 
     def _read(self) -> tuple[list[str], list[list[str]]]:
         if not self.path.is_file():
@@ -151,6 +185,48 @@ class CsvReplay:
             )
         return header.index(name)
 
+    @staticmethod
+    def _named(header: list[str], names: tuple[str, ...]) -> str | None:
+        """The first header cell named like one of ``names`` (any case, ``-``/space = ``_``)."""
+        simple = {re.sub(r"[\s\-.]+", "_", h.strip().lower()): h for h in header}
+        return next((simple[n] for n in names if n in simple), None)
+
+    def _detect(self, header: list[str], rows: list[list[str]]) -> None:
+        """Fill in the key, time and label columns that were not named (see the class doc)."""
+        if self.time_col is None:
+            self.time_col = self._named(header, _TIME_NAMES)
+            if self.time_col is None:
+                raise CsvReplayError(
+                    f"no time column found in {self.path.name}: pass --time-col "
+                    f"(columns: {', '.join(header)})."
+                )
+            self.notes.append(f"time: column {self.time_col!r} (found by its name)")
+        else:
+            self.notes.append(f"time: column {self.time_col!r}")
+        if self.key_col is None:
+            self.key_col = self._named(header, _KEY_NAMES)
+            if self.key_col is None:
+                self.notes.append(
+                    "key: no key column: every row is its own customer (key = <file>-<line>);"
+                    " pass --key-col to group rows"
+                )
+            else:
+                self.notes.append(f"key: column {self.key_col!r} (found by its name)")
+        else:
+            self.notes.append(f"key: column {self.key_col!r}")
+        if self.label_col is None:
+            found = self._named(header, _LABEL_NAMES)
+            if found is not None and found not in (self.time_col, self.key_col):
+                i = header.index(found)
+                cells = {row[i].strip().lower() for row in rows if i < len(row)}
+                if cells and cells <= {"0", "1", "0.0", "1.0", "", "true", "false"}:
+                    self.label_col = found
+                    self.notes.append(f"label: column {found!r} (found by its name, 0/1)")
+            if self.label_col is None:
+                self.notes.append("label: none (rows are unlabelled); pass --label-col")
+        else:
+            self.notes.append(f"label: column {self.label_col!r}")
+
     def events(self) -> Iterator[Event]:
         """Customer and transaction events in non-decreasing event time.
 
@@ -160,6 +236,8 @@ class CsvReplay:
             For a missing column, an unparsable time, label or silo, or an empty key.
         """
         header, rows = self._read()
+        self.notes, self.attr_names = [], []
+        self._detect(header, rows)
         t_i = self._column(header, self.time_col, "time")
         k_i = self._column(header, self.key_col, "key")
         l_i = self._column(header, self.label_col, "label")
@@ -167,9 +245,14 @@ class CsvReplay:
         id_i = self._column(header, self.txn_id_col, "txn id")
         amount_col = self.amount_col or next((h for h in header if h.lower() == "amount"), None)
         a_i = self._column(header, amount_col, "amount")
-        assert t_i is not None and k_i is not None
+        assert t_i is not None
         used = {i for i in (t_i, k_i, l_i, s_i, id_i, a_i) if i is not None}
         attr_cols = self._numeric_columns(header, rows, used)
+        self.attr_names = [name for _, name in attr_cols]
+        if attr_cols:
+            self.notes.append(f"attrs: {', '.join(repr(n) for n in self.attr_names)} (as "
+                              f"txn.<name> features: FEDSTREAM_TXN_ATTRS='"
+                              f"{','.join(self.attr_names)}')")  # fmt: skip
         times: list[float] = []
         for line, row in enumerate(rows, 2):
             try:
@@ -180,12 +263,13 @@ class CsvReplay:
                     f"line {line} of {self.path.name}: cannot parse time {cell!r} in column "
                     f"{self.time_col!r} as {self.time_format} (epoch seconds or ISO 8601)."
                 ) from None
+        times = self._absolute(times)
         order = sorted(range(len(rows)), key=times.__getitem__)
         known: set[str] = set()
         stem = sanitise(self.path.stem)[:40]
         for r in order:
             row, line, ts = rows[r], r + 2, times[r]
-            key = row[k_i].strip() if k_i < len(row) else ""
+            key = f"{stem}-{line}" if k_i is None else (row[k_i].strip() if k_i < len(row) else "")
             if not key or len(key) > 64:
                 raise CsvReplayError(f"line {line}: key {key!r} must have 1 to 64 characters.")
             silo = self._silo(row, s_i, key, line)
@@ -208,6 +292,22 @@ class CsvReplay:
                 value["attrs"] = attrs
             yield "transaction", key, value
 
+    def _absolute(self, times: list[float]) -> list[float]:
+        """Relative times (all below 1980) counted from ``start``; the rest as they are."""
+        if not times or max(times) >= RELATIVE_BEFORE:
+            return times
+        start = DEFAULT_START if self.start is None else self.start
+        when = datetime.fromtimestamp(start, UTC).isoformat()
+        if self.start is None:
+            self.notes.append(
+                f"WARNING time: column {self.time_col!r} is relative (from {min(times):g} s), "
+                f"counted from {when}; pass --start with the real start, else the hour and "
+                "night features are meaningless"
+            )
+        else:
+            self.notes.append(f"time: relative seconds from --start {when}")
+        return [start + t for t in times]
+
     def _numeric_columns(
         self, header: list[str], rows: list[list[str]], used: set[int]
     ) -> list[tuple[int, str]]:
@@ -221,9 +321,9 @@ class CsvReplay:
             if not cells or not all(_is_number(c) for c in cells):
                 logger.debug("column %r is not numeric; ignored", name)
                 continue
-            attr = sanitise(name)
+            attr = name.strip()[:64] or f"col_{i}"  # the original name, as the user knows it
             while attr in names:
-                attr = f"{attr[:28]}_{i}"
+                attr = f"{attr[:58]}_{i}"
             names.add(attr)
             out.append((i, attr))
         if len(out) > MAX_ATTRS:

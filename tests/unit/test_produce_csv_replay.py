@@ -68,10 +68,10 @@ def test_silo_hash_amount_label_attrs_and_txn_ids(tmp_path: Path) -> None:
     assert bob["silo"] == zlib.crc32(b"bob") % 5
     assert bob["amount"] == 0.0  # negative amounts are clamped
     assert bob["label"] == 1
-    assert bob["attrs"] == {"v_1": -1.5}  # empty cell left out, text column ignored
-    assert txns["cards-2"]["attrs"] == {"v_1": 0.1, "merchant_risk": 3.0}
+    assert bob["attrs"] == {"V 1": -1.5}  # empty cell left out, text column ignored
+    assert txns["cards-2"]["attrs"] == {"V 1": 0.1, "Merchant-Risk (%)": 3.0}  # names kept
     assert txns["cards-5"]["label"] is None
-    assert "attrs" not in txns["cards-5"] or "v_1" not in txns["cards-5"]["attrs"]  # nan
+    assert "attrs" not in txns["cards-5"] or "V 1" not in txns["cards-5"]["attrs"]  # nan
     assert txns["cards-5"]["ts"] == 1704067200.0
 
 
