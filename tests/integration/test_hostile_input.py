@@ -27,6 +27,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from app.features.partitioning import partition_for
 from app.kafka.admin import make_admin
 from app.kafka.clients import delivery_errors, make_consumer, make_producer
 from app.stream.harness import WorkerProcess, read_topic, wait_committed, worker_group
@@ -211,6 +212,15 @@ def hostile_cases(now: float) -> list[Case]:
     return cases
 
 
+def key_on(partition: int, prefix: str) -> str:
+    """A key that Kafka's partitioner puts on ``partition`` (the worker forwards the others)."""
+    return next(
+        k
+        for i in range(10_000)
+        if partition_for((k := f"{prefix}-{i}").encode(), PARTITIONS) == partition
+    )
+
+
 def start_worker(bootstrap: str, ns: str, data_dir: Path) -> WorkerProcess:
     """A worker whose table changelogs exist before it starts.
 
@@ -288,11 +298,11 @@ def test_hostile_records_never_stop_the_worker_nor_get_lost(
     def canary(partition: int) -> None:
         tid = f"canary-{len(canaries)}"
         canaries.append(tid)
-        cid = f"canary-{partition}"
+        cid = key_on(partition, "canary")
         sender.send("txn", cid.encode(), dumps(txn(cid, tid, now - 900 + len(canaries))), partition)
 
-    def part(key: bytes) -> int:
-        return sum(key) % PARTITIONS  # any fixed partition per key: one worker owns them all
+    def part(key: bytes) -> int:  # where a murmur2 producer puts it (no forwarding needed)
+        return partition_for(key, PARTITIONS)
 
     history = {"far": [now - 3600 * h for h in (5, 4, 3, 2)], "dup": [now - 7200],
                "late": [now - 3600 * h for h in range(30, 0, -1)], "gone": [now - 600],
@@ -434,15 +444,16 @@ def test_a_restarted_worker_with_poison_at_its_committed_offset_is_up_in_seconds
     now = time.time()
     topic = namespaced(TRANSACTIONS, ns)
     sender = Sender(kafka_bootstrap, ns)
+    home = partition_for(b"c", PARTITIONS)
     out = Outputs(kafka_bootstrap, ns)
     t_first = time.monotonic()
     worker = start_worker(kafka_bootstrap, ns, tmp_path)
     try:
-        sender.send("txn", b"c", dumps(txn("c", "first", now - 100)), 0)
+        sender.send("txn", b"c", dumps(txn("c", "first", now - 100)), home)
         sender.flush()
         _wait("first", lambda: "first" in out.read().enriched, worker, 120)
         first_s = time.monotonic() - t_first
-        _wait("commit", lambda: _committed(kafka_bootstrap, worker_group(ns), topic, 0) == 1,
+        _wait("commit", lambda: _committed(kafka_bootstrap, worker_group(ns), topic, home) == 1,
               worker, 60)  # fmt: skip
         assert worker.stop(signal.SIGTERM) == 0
         poison = [
@@ -451,10 +462,10 @@ def test_a_restarted_worker_with_poison_at_its_committed_offset_is_up_in_seconds
             dumps(txn("c", "p3", now, merchant_category="m" * BIG)),
             None,
         ]
-        slots = [sender.send("txn", b"c", value, 0) for value in poison]
-        sender.send("txn", b"c", dumps(txn("c", "after", now - 50)), 0)
+        slots = [sender.send("txn", b"c", value, home) for value in poison]
+        sender.send("txn", b"c", dumps(txn("c", "after", now - 50)), home)
         sender.flush()
-        assert _committed(kafka_bootstrap, worker_group(ns), topic, 0) == slots[0]["offset"]
+        assert _committed(kafka_bootstrap, worker_group(ns), topic, home) == slots[0]["offset"]
 
         # Execute
         t0 = time.monotonic()
@@ -474,6 +485,6 @@ def test_a_restarted_worker_with_poison_at_its_committed_offset_is_up_in_seconds
     )
     assert alive, worker.log_tail()
     assert up_s < 60, f"took {up_s:.1f} s"
-    reasons = [out.letters[(topic, 0, s["offset"])]["reason"] for s in slots]
+    reasons = [out.letters[(topic, home, s["offset"])]["reason"] for s in slots]
     assert "not seconds" in reasons[0] and "not seconds" in reasons[1], reasons
     assert "too large" in reasons[2] and reasons[3] == "null value", reasons
