@@ -76,8 +76,8 @@ def _root(
         format="%(name)s: %(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
     )
-    # JAX probes for a TPU and logs "Unable to initialize backend 'tpu'" at INFO: noise here.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    if log_level.upper() == "DEBUG":  # app.model quiets JAX's TPU probe line otherwise
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.DEBUG)
     flags = {"bootstrap_servers": bootstrap, "silos": silos, "data_dir": data_dir,
              "connect_timeout_s": timeout}  # fmt: skip
     ctx.obj = {k: v for k, v in flags.items() if v is not None}

@@ -34,11 +34,9 @@ from confluent_kafka import TopicPartition
 
 from app.demo.report import latency_percentiles
 from app.features.spec import FeatureSpec
-from app.fl.model_store import make_model_frame
 from app.kafka.admin import delete_topics, make_admin
 from app.kafka.clients import make_consumer, make_producer
 from app.model.config import ModelConfig
-from app.model.params import init_arrays
 from app.model.standardize import MomentStats
 from app.produce.sender import TokenBucket
 from app.produce.synthetic import SyntheticBank
@@ -56,6 +54,9 @@ TARGETS = {"chat_p99_ms": 50.0, "throughput_drop_pct": 10.0}
 
 
 def _publish_model(bootstrap: str, ns: str, settings: Settings, spec: FeatureSpec) -> None:
+    from app.fl.model_store import make_model_frame  # JAX: not with `fedstream --help`
+    from app.model.params import init_arrays
+
     config = ModelConfig(n_features=spec.n_features)
     moments = MomentStats.from_rows(np.random.default_rng(0).normal(size=(64, spec.n_features)))
     frame, _version = make_model_frame(

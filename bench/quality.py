@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import typer
 
 from app.fl.config import DEFAULTS, FLConfig
-from app.fl.simulate import RunResult, plan_rounds, run_centralised, run_federated, run_local
 from app.model.exact_metrics import exact_average_precision, exact_roc_auc
-from bench.quality_streams import Stream, load_stream
+
+if TYPE_CHECKING:  # flwr and JAX load when the bench runs, not with `fedstream --help`
+    from app.fl.simulate import RunResult
+    from bench.quality_streams import Stream
 
 __all__ = ["bench_quality_command", "river_prequential", "run_stream"]
 
@@ -101,6 +103,8 @@ def run_stream(
     stream: Stream, overrides: dict[str, Any] | None = None, river: bool = True
 ) -> dict[str, Any]:
     """Federated, centralised, local-only (and River) figures of one stream."""
+    from app.fl.simulate import plan_rounds, run_centralised, run_federated, run_local
+
     cfg = FLConfig.from_run_config({**DEFAULTS, **(overrides or {})})
     policy = cfg.policy()
     plan = plan_rounds(stream.silos, policy)
@@ -182,6 +186,7 @@ def bench_quality_command(
 ) -> None:
     """Whole-run prequential ROC/PR AUC: federated vs centralised, local-only and River."""
     from app.fl.cli import _overrides
+    from bench.quality_streams import load_stream
 
     overrides = _overrides(run_config)
     logging.getLogger("flwr").setLevel(logging.ERROR)  # one line per aggregation otherwise

@@ -304,7 +304,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per task poll
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" at INFO
     # `kill -USR1 <pid>` writes every thread's stack to the log: a hung task shows where.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     executor = InProcessExecutor()

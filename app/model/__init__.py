@@ -21,3 +21,11 @@ import logging
 __all__: list[str] = []
 
 logger = logging.getLogger(__name__)
+
+# Every JAX import in fedstream goes through this package. Without a TPU, JAX logs
+# "Unable to initialize backend 'tpu': ... libtpu.so" at INFO when it picks a backend: the
+# ServerApp, every ClientApp, the silo runtimes and the demo log at INFO, so they all printed
+# it. Quiet that logger unless someone set its level on purpose (`--log-level debug`).
+_backend_probe = logging.getLogger("jax._src.xla_bridge")
+if _backend_probe.level == logging.NOTSET:
+    _backend_probe.setLevel(logging.WARNING)
