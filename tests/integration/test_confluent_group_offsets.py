@@ -1,0 +1,86 @@
+"""The confluent-kafka defect ``KafkaReader.committed`` works around, against the real library.
+
+``AdminClient.list_consumer_group_offsets`` crashes the process (SIGSEGV) when it is the
+first group request a fresh broker answers (its group coordinator is still loading): in
+``fedstream status --wait-drained`` right after ``fedstream kafka start``, or in the first
+test of a suite. ``app/ops/offsets.py`` reads committed offsets through a consumer of the
+group instead (``Consumer.committed``, retried while the coordinator loads).
+
+Each call runs in its own interpreter, so the crash fails a test, not the suite. Each
+needs a broker nobody has asked about groups yet: a fresh one per test (about 5-10 s).
+When ``test_admin_group_offsets_still_crash_on_a_fresh_broker`` fails, the installed
+confluent-kafka no longer crashes: the workaround (and this file's first test) can go, and
+the pin of confluent-kafka in pyproject.toml can be lifted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import confluent_kafka
+import pytest
+
+from app.kafka.broker import LocalBroker
+from app.ports import free_port
+from app.settings import default_cache_dir
+
+ADMIN_CALL = """
+import sys
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+request = [ConsumerGroupTopicPartitions("fresh-group", [TopicPartition("some.topic", 0)])]
+for future in admin.list_consumer_group_offsets(request, request_timeout=30).values():
+    print("offsets", [tp.offset for tp in future.result().topic_partitions])
+"""
+
+WORKAROUND_CALL = """
+import sys
+from app.ops.offsets import KafkaReader
+with KafkaReader(sys.argv[1]) as reader:
+    print("committed", reader.committed("fresh-group", [("some.topic", 0)]))
+"""
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[str]:
+    cache = Path(os.environ.get("FEDSTREAM_CACHE_DIR", default_cache_dir()))
+    broker = LocalBroker(tmp_path / "kafka", cache, port=free_port(), controller_port=free_port())
+    broker.start(timeout_s=180)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+def _call(code: str, bootstrap: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code, bootstrap], capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_admin_group_offsets_still_crash_on_a_fresh_broker(fresh_broker: str) -> None:
+    # Execute: the library call, first group request of the broker
+    result = _call(ADMIN_CALL, fresh_broker)
+
+    # Assert: still the defect (a crash, not an error or an answer)
+    assert result.returncode == -signal.SIGSEGV, (
+        f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka "
+        f"{confluent_kafka.libversion()[0]}) no longer crashes in "
+        f"list_consumer_group_offsets on a fresh broker (exit {result.returncode}, "
+        f"{result.stdout.strip()!r}): KafkaReader.committed's workaround and this test can "
+        "go, and the confluent-kafka pin in pyproject.toml can be lifted"
+    )
+
+
+def test_workaround_reads_committed_offsets_on_a_fresh_broker(fresh_broker: str) -> None:
+    # Execute: the same question through fedstream's workaround, first group request too
+    result = _call(WORKAROUND_CALL, fresh_broker)
+
+    # Assert: an answer (nothing committed yet), no crash
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "committed {}"
