@@ -20,6 +20,7 @@ from app.stream.loop import Outbox, StreamLoop
 from app.stream.model_follower import ModelFollower
 from app.stream.periodic import every
 from app.stream.processor import StreamProcessor
+from app.stream.repartition import Repartitioner
 from topics import MODEL_GLOBAL, TRANSACTIONS, WORKER_APP_ID, namespaced
 
 __all__ = ["CHAT_POLL_S", "FETCH_MAX_WAIT_MS", "attach_loop", "tune_fetch_wait"]
@@ -75,9 +76,9 @@ def attach_loop(
         if follow_models
         else None
     )
-    loop = StreamLoop(
-        spec, processor, Outbox(settings.bootstrap), follower, ns, settings.chat_tenants
-    )
+    outbox = Outbox(settings.bootstrap)
+    loop = StreamLoop(spec, processor, outbox, follower, ns, settings.chat_tenants)
+    misplaced = Repartitioner(settings.input_partitions, {})  # requests keyed by customer
     reader = ChatRequestReader(
         settings.bootstrap, list(loop.routes), f"{namespaced(WORKER_APP_ID, ns)}-chat"
     )
@@ -89,6 +90,9 @@ def attach_loop(
         while True:
             msgs = reader.poll()
             for msg in msgs:
+                if misplaced.forward_request_if_misplaced(msg, outbox.fast, outbox.errors):
+                    reader.done(msg)  # the worker owning its partition answers the copy
+                    continue
                 try:
                     loop.on_chat_request(
                         msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset()

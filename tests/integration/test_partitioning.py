@@ -1,12 +1,16 @@
 """Mixed partitioners: a CRC32 producer (librdkafka's default, like kcat) and a murmur2
 producer (Kafka's default, fedstream's) write the same customers; the worker forwards
-every misplaced record and its output equals the reference exactly."""
+every misplaced record and its output equals the reference exactly. Chatbot requests sent
+with the CRC32 partitioner are forwarded too and answered with the customer's state."""
 
 from __future__ import annotations
 
 import signal
 import time
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from app.features.partitioning import partition_for
 from app.ops.offsets import KafkaReader
@@ -25,7 +29,7 @@ from tests.integration.stream_support import (
 )
 from tests.integration.test_metrics import _scrape
 from tests.integration.test_stream_worker import synthetic_phases
-from topics import CUSTOMERS, TRANSACTIONS, namespaced
+from topics import CHATBOT_REQUESTS, CHATBOT_RESPONSES, CUSTOMERS, TRANSACTIONS, namespaced
 
 CRC32 = {"partitioner": "consistent_random"}  # librdkafka's default partitioner
 
@@ -40,6 +44,23 @@ def _wait_drained(settings: Settings, worker: WorkerProcess, timeout_s: float = 
             assert time.monotonic() < deadline, "worker did not drain its inputs"
             streak = streak + 1 if drained(take_sample(reader, settings)[1]) else 0
             time.sleep(2 if streak else 0.5)
+
+
+def _ask_everyone(bootstrap: str, ns: str, ids: list[str], worker: WorkerProcess) -> list[Any]:
+    """One request per customer sent with the CRC32 partitioner; every reply, in order."""
+    requests, responses = namespaced(CHATBOT_REQUESTS, ns), namespaced(CHATBOT_RESPONSES, ns)
+    sent = [(requests, cid.encode(), orjson.dumps({"request_id": f"r-{cid}", "customer_id": cid,
+             "reply_topic": responses})) for cid in ids]  # fmt: skip
+    produce_records(bootstrap, sent, **CRC32)
+    deadline = time.monotonic() + 120
+    while True:
+        replies = {d["request_id"]: d for d in
+                   (orjson.loads(r.value) for r in read_topic(bootstrap, responses))}  # fmt: skip
+        if len(replies) >= len(ids):
+            return [replies.get(f"r-{cid}") for cid in ids]
+        worker.check_alive()
+        assert time.monotonic() < deadline, f"{len(replies)} of {len(ids)} replies"
+        time.sleep(1)
 
 
 def test_crc32_and_murmur2_producers_mixed(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -63,6 +84,10 @@ def test_crc32_and_murmur2_producers_mixed(kafka_bootstrap: str, tmp_path: Path)
             produce_records(kafka_bootstrap, records(via_crc, ns), **CRC32)
             produce_records(kafka_bootstrap, records(via_murmur, ns))
             _wait_drained(settings, worker)
+        ids = sorted({key.decode() for kind, key, _ in events
+                      if kind == "customer" and not key.startswith(b"bad-")})  # fmt: skip
+        replies = _ask_everyone(kafka_bootstrap, ns, ids, worker)
+        time.sleep(1)  # the counter of the last forwarded request
         scraped = _scrape(port)
     worker.stop(signal.SIGTERM)
     got = collect_output(kafka_bootstrap, ns)
@@ -93,5 +118,23 @@ def test_crc32_and_murmur2_producers_mixed(kafka_bootstrap: str, tmp_path: Path)
         len(got.dead_letters),
     )
     assert misplaced > 100 and forwarded == misplaced == len(set(origins))
-    counted = sum(v for k, v in scraped.items() if k[0] == "fedstream_mispartitioned_total")
-    assert counted == misplaced
+    inputs = {namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)}
+    counted = {dict(k[1])["topic"]: v for k, v in scraped.items()
+               if k[0] == "fedstream_mispartitioned_total"}  # fmt: skip
+    assert sum(v for t, v in counted.items() if t in inputs) == misplaced
+
+    # Assert: each chat request answered once, with its customer's profile, wherever it landed
+    silo_of = {key.decode(): int(orjson.loads(value)["silo"]) for kind, key, value in events
+               if kind == "customer" and key.decode() in ids}  # fmt: skip
+    for cid, reply in zip(ids, replies, strict=True):
+        assert reply is not None and reply["status"] == "ok", reply
+        assert reply["customer_id"] == cid and reply["profile"] is not None
+        assert reply["silo"] == silo_of[cid]
+    requests = read_topic(kafka_bootstrap, namespaced(CHATBOT_REQUESTS, ns))
+    copies = [r for r in requests if any(name == FORWARDED_HEADER for name, _ in r.headers)]
+    originals = [r for r in requests if r not in copies]
+    wrong = [r for r in originals if partition_for(r.key, 4) != r.partition]
+    assert len(originals) == len(ids) and len(wrong) > 10
+    assert sorted(r.key for r in copies) == sorted(r.key for r in wrong)
+    assert all(partition_for(r.key, 4) == r.partition for r in copies)
+    assert counted[namespaced(CHATBOT_REQUESTS, ns)] == len(wrong)
