@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 import topics
@@ -41,12 +42,14 @@ from app.fl.messages import (
 )
 from app.fl.offset_ledger import CONFIRM_ONLY, attach_read_offsets, confirmed_for
 from app.fl.rounds import prequential_round
+from app.model.replay import ReplayBuffer
 
-__all__ = ["NodeSettings", "app", "handle_train", "read_round"]
+__all__ = ["NodeSettings", "app", "handle_train", "load_replay", "read_round", "save_replay"]
 
 logger = logging.getLogger(__name__)
 
 _WAIT_POLL_S = 0.5
+_REPLAY_KEY = "fedstream.replay"
 
 app = ClientApp()
 
@@ -95,8 +98,34 @@ def read_round(
     return batch
 
 
-def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
-    """One round of one silo (see the module docstring); the adapter's whole logic."""
+def load_replay(state: RecordDict | None, cfg: FLConfig, n_features: int) -> ReplayBuffer | None:
+    """The silo's replay buffer from Flower's ``context.state`` (empty on a new run)."""
+    if not cfg.replay_rows:
+        return None
+    record = None if state is None else state.array_records.get(_REPLAY_KEY)
+    if record is None:
+        return ReplayBuffer.empty(n_features, cfg.replay_rows)
+    arrays = {k: record[k].numpy() for k in record}
+    return ReplayBuffer.from_arrays(arrays, n_features, cfg.replay_rows)
+
+
+def save_replay(state: RecordDict | None, replay: ReplayBuffer | None) -> None:
+    """Keep the buffer in ``context.state`` for the next round (it never leaves the node)."""
+    if state is None or replay is None:
+        return
+    state.array_records[_REPLAY_KEY] = ArrayRecord(
+        {k: Array(np.ascontiguousarray(v)) for k, v in replay.to_arrays().items()}
+    )
+
+
+def handle_train(
+    msg: Message, cfg: FLConfig, node: NodeSettings, state: RecordDict | None = None
+) -> Message:
+    """One round of one silo (see the module docstring); the adapter's whole logic.
+
+    ``state`` is Flower's ``context.state`` of the run: it keeps the silo's replay buffer
+    between rounds.
+    """
     config = msg.content.config_records[CONFIG]
     confirmed = confirmed_for(config, node.silo_id)
     if config.get(CONFIRM_ONLY):  # the run ends: commit what the server aggregated
@@ -133,8 +162,9 @@ def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
 
         arrays = arrays_from_record(ins.arrays_record, param_names(model_cfg))
         result = prequential_round(
-            arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std, set_prior=ins.set_prior
-        )
+            arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std, set_prior=ins.set_prior,
+            replay=load_replay(state, cfg, ins.n_features),
+        )  # fmt: skip
         reply = attach_read_offsets(
             build_reply(msg, result=result, **common),  # type: ignore[arg-type]
             batch.next_offsets,
@@ -150,6 +180,9 @@ def handle_train(msg: Message, cfg: FLConfig, node: NodeSettings) -> Message:
         batch.seconds,
         result.train_seconds,
     )
+    # The buffer advances with the read; a reply the server never aggregates leaves its rows
+    # uncommitted, so they come again next round and may then be in the buffer twice.
+    save_replay(state, result.replay)
     hold_after_reply(node.silo_id, ins.server_round, batch.rows, batch.next_offsets)
     return reply
 
@@ -160,4 +193,4 @@ def train(msg: Message, context: Context) -> Message:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = FLConfig.from_run_config(context.run_config)
     node = NodeSettings.from_node_config(context.node_config, cfg.model_name)
-    return handle_train(msg, cfg, node)
+    return handle_train(msg, cfg, node, context.state)

@@ -16,6 +16,7 @@ from typing import Any
 
 from app.fl.rounds import RoundPolicy
 from app.model.config import ModelConfig
+from app.model.replay import ReplayBuffer
 
 __all__ = ["DEFAULTS", "ROUND_POLICIES", "STRATEGIES", "FLConfig", "FLConfigError"]
 
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "round-policy": "wait",
     "local-steps": 100,
     "prior-from-data": True,
+    "replay-rows": 4000,
 }
 
 
@@ -125,6 +127,9 @@ class FLConfig:
     prior_from_data : bool
         While nobody has trained the model, silos start its head at their own base rate
         (FedAvg then averages them); ``init-prior`` > 0 sets it by hand instead.
+    replay_rows : int
+        Capacity of each silo's replay buffer of its own earlier labelled rows, trained
+        on again every round with the new rows (:mod:`app.model.replay`); 0 = off.
     """
 
     num_rounds: int = 0
@@ -159,6 +164,7 @@ class FLConfig:
     round_policy: str = "wait"
     local_steps: int = 100
     prior_from_data: bool = True
+    replay_rows: int = 4000
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -188,6 +194,7 @@ class FLConfig:
             "round-wait": 0 <= self.round_wait < self.round_timeout,
             "round-policy": self.round_policy in ROUND_POLICIES,
             "local-steps": self.local_steps >= 0,
+            "replay-rows": self.replay_rows >= 0,
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
@@ -237,6 +244,10 @@ class FLConfig:
             max_rows=self.max_rows_per_round,
             first_ready=self.round_policy == "first-ready",
         )
+
+    def new_replay(self, n_features: int) -> ReplayBuffer | None:
+        """An empty replay buffer of this run config's capacity (None when it is off)."""
+        return ReplayBuffer.empty(n_features, self.replay_rows) if self.replay_rows else None
 
     def model_config(self, n_features: int, proximal_mu: float = 0.0) -> ModelConfig:
         """The :class:`ModelConfig` for local training with rows of ``n_features``."""

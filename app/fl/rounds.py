@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.model.metrics import N_BINS, ScoreHistogram, merge_histograms
+from app.model.replay import ReplayBuffer
 from app.model.standardize import MomentStats
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class SiloRoundResult:
     scores : np.ndarray or None
         The prequential scores of the labelled rows (kept in-process only, for exact
         metrics in ``bench quality``; never put into a reply).
+    replay : ReplayBuffer or None
+        The silo's replay buffer after this round's rows (stays in the silo).
     """
 
     arrays: list[np.ndarray]
@@ -74,6 +77,7 @@ class SiloRoundResult:
     train_seconds: float
     score_seconds: float
     scores: np.ndarray | None = None
+    replay: ReplayBuffer | None = None
 
 
 def standardisation(
@@ -101,6 +105,7 @@ def prequential_round(
     std: npt.ArrayLike | None = None,
     n_bins: int = N_BINS,
     set_prior: bool = False,
+    replay: ReplayBuffer | None = None,
 ) -> SiloRoundResult:
     """Test-then-train on one batch of new rows.
 
@@ -119,6 +124,10 @@ def prequential_round(
     set_prior : bool
         Start the head bias at the log-odds of these rows' base rate before training
         (the server asks for it while no silo has trained the model yet).
+    replay : ReplayBuffer, optional
+        The silo's earlier labelled rows: when this round has labelled rows, training
+        uses them together with the buffer (so a few new positives do not make the
+        model forget the earlier ones); the new rows are then added to it.
 
     Returns
     -------
@@ -143,18 +152,23 @@ def prequential_round(
     start = list(arrays)
     if set_prior and known.any():
         start = with_prior(arrays, base_rate(labels[known]))
+    tx, ty = x, labels
+    if replay is not None and replay.rows and known.any():
+        tx = np.concatenate([x[known], replay.X])
+        ty = np.concatenate([labels[known], replay.y])
     # the FedProx anchor is the model this round starts from (with its prior, if set)
-    result = train(start, x, labels, config, global_arrays=start, mean=m, std=s)
+    result = train(start, tx, ty, config, global_arrays=start, mean=m, std=s)
     return SiloRoundResult(
         arrays=result.arrays,
         rows=int(x.shape[0]),
-        n_examples=result.n_examples,
+        n_examples=int(known.sum()) if result.n_examples else 0,  # new rows: FedAvg weight
         histogram=histogram,
         moments=MomentStats.from_rows(x) if x.shape[0] else MomentStats.empty(config.n_features),
         train_loss=result.loss_mean,
         train_seconds=result.seconds,
         score_seconds=score_seconds,
         scores=scores,
+        replay=None if replay is None else replay.add(x, labels, seed=config.seed),
     )
 
 

@@ -180,6 +180,7 @@ def run_federated(
     names = param_names(model_cfg)
     state = ServerState(0, initial_arrays(cfg, model_cfg), MomentStats.empty(n_features))
     strategy = build_strategy(cfg)
+    replay = {s: cfg.new_replay(n_features) for s in range(len(streams))}  # one per silo
     out = RunResult()
     for r, batches in enumerate(plan, start=1):
         mean, std = state.moments.mean_std() if state.moments.count else (None, None)
@@ -207,8 +208,10 @@ def run_federated(
             arrays = arrays_from_record(ins.arrays_record, names)
             X, y = streams[silo].X[start:end], streams[silo].y[start:end]
             result = prequential_round(
-                arrays, X, y, silo_cfg, ins.mean, ins.std, set_prior=ins.set_prior
-            )
+                arrays, X, y, silo_cfg, ins.mean, ins.std, set_prior=ins.set_prior,
+                replay=replay[silo],
+            )  # fmt: skip
+            replay[silo] = result.replay
             reply = build_reply(
                 msg,
                 silo=silo,
@@ -242,6 +245,7 @@ def _pooled_run(
     model_cfg = cfg.model_config(n_features)
     arrays = initial_arrays(cfg, model_cfg)
     moments = MomentStats.empty(n_features)
+    replay = cfg.new_replay(n_features)  # the pooled learner's memory, as a silo's
     out = RunResult()
     trained = False
     for r, batches in enumerate(plan, start=1):
@@ -251,8 +255,10 @@ def _pooled_run(
         mean, std = moments.mean_std() if moments.count else (None, None)
         fresh = not trained and cfg.prior_from_data and cfg.init_prior == 0.0
         result = prequential_round(
-            arrays, np.concatenate(xs), np.concatenate(ys), model_cfg, mean, std, set_prior=fresh
-        )
+            arrays, np.concatenate(xs), np.concatenate(ys), model_cfg, mean, std,
+            set_prior=fresh, replay=replay,
+        )  # fmt: skip
+        replay = result.replay
         trained = trained or result.n_examples > 0
         arrays = result.arrays
         moments = moments.merge(result.moments)

@@ -8,7 +8,7 @@ from confluent_kafka import TopicPartition
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 import topics
-from app.fl.client_app import NodeSettings, handle_train
+from app.fl.client_app import NodeSettings, handle_train, load_replay
 from app.fl.config import FLConfig
 from app.fl.kafka_io import ensure_topics, produce_frames
 from app.fl.messages import (
@@ -90,7 +90,8 @@ def test_rows_wait_train_and_commit_once_the_server_confirms(
 
     # Execute: more rows arrive, next round trains on all of them
     produce_frames(kafka_bootstrap, topic, str(silo), synthetic_frames(silo, spec, 450, seed=1))
-    raw = handle_train(_train_message(cfg, spec), cfg, node)
+    state = RecordDict({})  # Flower's context.state of the run
+    raw = handle_train(_train_message(cfg, spec), cfg, node, state)
     busy = parse_reply(raw)
 
     # Assert: 500 rows scored and trained; the reply says where the read ended, and
@@ -102,6 +103,9 @@ def test_rows_wait_train_and_commit_once_the_server_confirms(
     assert {p: o for p, (o, _t) in read_offsets(raw).items()} == {0: 2}
     assert _committed(kafka_bootstrap, node.group, topic) < 0
     assert np.isfinite(busy.evaluation.train_loss)
+    # the silo's replay buffer stays in its context.state, holding the labelled rows read
+    replay = load_replay(state, cfg, busy.moments.n_features)
+    assert replay is not None and replay.rows == busy.evaluation.histogram.count == 500
 
     # Execute + Assert: the server never aggregated it -> the same rows are trained again
     lost = parse_reply(handle_train(_train_message(cfg, spec, OffsetLedger()), cfg, node))
