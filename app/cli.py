@@ -162,13 +162,13 @@ def topics_apply(ctx: typer.Context) -> None:
     from confluent_kafka import KafkaException
 
     from app.kafka.admin import apply_catalogue, make_admin
-    from topics import catalogue
+    from topics import catalogue, worker_changelogs
 
     settings = settings_from(ctx)
     require_broker(settings)
     specs = catalogue(
         settings.silo_ids, settings.input_partitions, operators=settings.operator_names
-    )
+    ) + worker_changelogs(settings.input_partitions)  # the worker's tables (it creates them too)
     try:
         report = apply_catalogue(make_admin(settings.bootstrap), specs)
     except KafkaException as exc:

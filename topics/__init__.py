@@ -13,6 +13,7 @@ from topics.catalogue import (
     OPERATOR,
     TRANSACTIONS,
     WORKER_APP_ID,
+    WORKER_TABLES,
     TopicSpec,
     catalogue,
     chat_requests,
@@ -25,6 +26,8 @@ from topics.catalogue import (
     silo_of_topic,
     silo_tenant,
     tenant_silo,
+    worker_changelog,
+    worker_changelogs,
 )
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "OPERATOR",
     "TRANSACTIONS",
     "WORKER_APP_ID",
+    "WORKER_TABLES",
     "TopicSpec",
     "catalogue",
     "chat_requests",
@@ -49,4 +53,6 @@ __all__ = [
     "silo_of_topic",
     "silo_tenant",
     "tenant_silo",
+    "worker_changelog",
+    "worker_changelogs",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "SCHEMA_DIR",
     "TRANSACTIONS",
     "WORKER_APP_ID",
+    "WORKER_TABLES",
     "TopicSpec",
     "catalogue",
     "chat_requests",
@@ -41,6 +42,8 @@ __all__ = [
     "silo_of_topic",
     "silo_tenant",
     "tenant_silo",
+    "worker_changelog",
+    "worker_changelogs",
 ]
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -55,6 +58,9 @@ OPERATOR = "operator"
 WORKER_APP_ID = "fedstream-worker"
 """Faust app id = consumer group of the stream workers; Faust names the table changelogs
 ``<app id>-<table>-changelog`` itself (``profiles``, ``windows``), with the input partitions."""
+
+WORKER_TABLES = ("profiles", "windows")
+"""The stream worker's Faust tables (one changelog topic each)."""
 
 _SILO_PREFIX = "silo."
 _SILO_SUFFIX = ".batches"
@@ -269,3 +275,29 @@ def catalogue(
     if namespace:
         specs = [replace(spec, name=namespaced(spec.name, namespace)) for spec in specs]
     return specs
+
+
+def worker_changelog(table: str, namespace: str = "") -> str:
+    """Changelog topic of a worker table, as Faust names it: ``<group>-<table>-changelog``."""
+    return f"{namespaced(WORKER_APP_ID, namespace)}-{table}-changelog"
+
+
+def worker_changelogs(input_partitions: int = 4, namespace: str = "") -> list[TopicSpec]:
+    """The worker's table changelogs: co-partitioned with the inputs, compacted.
+
+    Not part of :func:`catalogue` (no client reads or writes them but the workers); the
+    worker creates them before Faust starts (``app.stream.changelogs``) and ``topics
+    apply`` does too. Left to Faust, a client that asked for one before it existed made
+    the broker auto-create it with one partition and ``delete`` (see the README).
+    """
+    return [
+        TopicSpec(
+            worker_changelog(table, namespace),
+            input_partitions,
+            {"cleanup.policy": "compact"},
+            key="utf8:customer_id",
+            value="bytes:table entry",
+            description=f"changelog of the worker's {table} table (Faust recovers from it)",
+        )
+        for table in WORKER_TABLES
+    ]

@@ -36,6 +36,19 @@ def _logging_config(faust_level: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _ensure_changelogs(settings: Any) -> None:
+    """Create the table changelogs before Faust starts (why: app.stream.changelogs)."""
+    from app.cli_support import fail
+    from app.kafka.admin import make_admin
+    from app.stream.changelogs import ChangelogSetupError, ensure_changelogs
+
+    try:
+        ensure_changelogs(make_admin(settings.bootstrap), settings.input_partitions,
+                          settings.namespace)  # fmt: skip
+    except ChangelogSetupError as exc:
+        raise fail(f"worker changelogs: {exc}") from None
+
+
 def register(app: typer.Typer, settings_from: Any) -> None:
     """Attach the stream commands to the main CLI."""
 
@@ -73,6 +86,7 @@ def register(app: typer.Typer, settings_from: Any) -> None:
             ctx, batch_rows=batch_rows, batch_ms=batch_ms, metrics_port=metrics_port
         )
         require_broker(settings)  # before Faust's imports; aiokafka would retry forever
+        _ensure_changelogs(settings)
         from faust.worker import Worker
 
         from app.stream.gc_pauses import settle_after_startup

@@ -68,6 +68,15 @@ class OffsetSafeConsumer(aiokafka_driver.Consumer):
         self._acked_index[tp].difference_update(batch)
         return int(batch[-1]) + 1
 
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Faust's gap (offsets taken as never coming), logged: on a topic without
+        compaction it means records were skipped."""
+        committed = self._committed_offset.get(tp)
+        logger.warning("gap in %s[%d]: offsets %d-%d taken as done (committed %s, read %s)",
+                       tp.topic, tp.partition, offset_from, offset_to - 1, committed,
+                       self._read_offset.get(tp))  # fmt: skip
+        await super()._add_gap(tp, offset_from, offset_to)
+
     _seek_events = 0  # perform_seek starts and ends so far
     _seeking = 0  # perform_seek calls under way
 

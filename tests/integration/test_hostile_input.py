@@ -25,10 +25,8 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import NewTopic
 
 from app.features.partitioning import partition_for
-from app.kafka.admin import make_admin
 from app.kafka.clients import delivery_errors, make_consumer, make_producer
 from app.stream.harness import WorkerProcess, read_topic, wait_committed, worker_group
 from tests.hostile_corpus import dumps
@@ -222,23 +220,7 @@ def key_on(partition: int, prefix: str) -> str:
 
 
 def start_worker(bootstrap: str, ns: str, data_dir: Path) -> WorkerProcess:
-    """A worker whose table changelogs exist before it starts.
-
-    Seen in about one fresh start in four on this machine, with any input: when Faust
-    creates the changelog topics itself, its consumer can log "windows-changelog not found
-    in cluster metadata" and then never commit (processing goes on). That is a start-up
-    race of Faust's, not of bad input, so this test creates the changelogs first.
-    """
-    admin = make_admin(bootstrap)
-    names = [f"{worker_group(ns)}-{table}-changelog" for table in ("profiles", "windows")]
-    config = {"cleanup.policy": "compact"}
-    futures = admin.create_topics([NewTopic(n, PARTITIONS, 1, config=config) for n in names])
-    for future in futures.values():
-        future.result(30)
-    deadline = time.monotonic() + 30
-    while not set(names) <= set(admin.list_topics(timeout=10).topics):
-        assert time.monotonic() < deadline, "changelog topics not in the metadata"
-        time.sleep(0.2)
+    """A worker on its own (it creates its table changelogs itself: app.stream.changelogs)."""
     return WorkerProcess(bootstrap, ns, data_dir, args=("--batch-ms", "300")).start()
 
 

@@ -15,14 +15,18 @@ restarted. Checked against the in-memory reference:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from app.features.reference import ReferenceOutput
 from app.kafka.clients import delivery_errors, make_producer
 from app.stream.harness import (
     WorkerProcess,
@@ -35,6 +39,7 @@ from app.stream.harness import (
 from app.stream.worker import COMMIT_INTERVAL_S
 from tests.integration.stream_support import (
     SILOS,
+    WorkerOutput,
     collect_output,
     default_spec,
     new_namespace,
@@ -66,6 +71,34 @@ def wait_members(bootstrap: str, group: str, n: int, timeout_s: float = 120.0) -
             pass  # the group is not known yet
         time.sleep(0.5)
     raise AssertionError(f"{group} did not form with {n} members in {timeout_s:.0f} s")
+
+
+def missing_ranges(
+    bootstrap: str, ns: str, want: dict[int, Any], got: WorkerOutput, ref: ReferenceOutput
+) -> dict[int, list[tuple[int, int]]]:
+    """Input offsets of the reference rows that never arrived: contiguous ranges per partition."""
+    ts_of = {}
+    where = {}
+    for rec in read_topic(bootstrap, namespaced(TRANSACTIONS, ns)):
+        with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+            obj = orjson.loads(rec.value)
+            where[obj["txn_id"]] = (rec.partition, rec.offset)
+            ts_of[obj["txn_id"]] = float(obj["ts"])
+    lost: dict[int, list[int]] = {}
+    for silo, rows in ref.rows.items():
+        for txn_id, row, label in rows:
+            if got.rows[silo][(row.tobytes(), float(label), ts_of[txn_id])] == 0:
+                partition, offset = where[txn_id]
+                lost.setdefault(partition, []).append(offset)
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for partition, offsets in sorted(lost.items()):
+        for offset in sorted(offsets):
+            spans = ranges.setdefault(partition, [])
+            if spans and spans[-1][1] + 1 == offset:
+                spans[-1] = (spans[-1][0], offset)
+            else:
+                spans.append((offset, offset))
+    return ranges
 
 
 class PacedSender(threading.Thread):
@@ -176,6 +209,13 @@ def test_sigkill_one_of_two_workers(kafka_bootstrap: str, tmp_path: Path) -> Non
         f"({sum(ends.values())} transactions); seconds: "
         f"{ {k: round(v, 1) for k, v in marks.items()} }"
     )  # fmt: skip
+    if any(set(got.rows[s]) != set(want[s]) for s in SILOS):
+        lost = missing_ranges(kafka_bootstrap, ns, want, got, ref)
+        print(f"lost input offsets per partition: {lost}")
+        for w in workers:
+            log = w.log_path.read_text(errors="replace").splitlines()
+            print(f"--- {w.log_path.name}: gaps, seeks, rebalances")
+            print("\n".join(x for x in log if "gap in" in x or "dropped" in x or "ebalanc" in x))
     for silo in SILOS:
         assert set(got.rows[silo]) == set(want[silo]), f"silo {silo}: rows lost or changed"
         assert all(got.rows[silo][k] >= n for k, n in want[silo].items())

@@ -22,6 +22,7 @@ from topics import (
     silo_of_topic,
     silo_tenant,
     tenant_silo,
+    worker_changelogs,
 )
 from topics.catalogue import SCHEMA_DIR
 
@@ -75,3 +76,17 @@ def test_tenant_names() -> None:
             check_tenant(bad)
     with pytest.raises(ValueError):
         chat_tenants([0], ("silo-3",))
+
+
+def test_worker_changelogs_are_named_as_faust_names_them() -> None:
+    from app.settings import Settings
+    from app.stream.spec import feature_spec
+    from app.stream.worker import create_worker_app
+
+    settings = Settings(namespace="ns", input_partitions=6)
+    handle = create_worker_app(settings, feature_spec(settings), store="memory://",
+                               follow_models=False)  # fmt: skip
+    faust_names = {t.changelog_topic_name for t in handle.app.tables.values()}
+    specs = worker_changelogs(6, "ns")
+    assert faust_names == {spec.name for spec in specs}
+    assert all(s.partitions == 6 and s.compacted for s in specs)
