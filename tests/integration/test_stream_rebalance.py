@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -73,32 +74,43 @@ def wait_members(bootstrap: str, group: str, n: int, timeout_s: float = 120.0) -
     raise AssertionError(f"{group} did not form with {n} members in {timeout_s:.0f} s")
 
 
-def missing_ranges(
-    bootstrap: str, ns: str, want: dict[int, Any], got: WorkerOutput, ref: ReferenceOutput
-) -> dict[int, list[tuple[int, int]]]:
-    """Input offsets of the reference rows that never arrived: contiguous ranges per partition."""
-    ts_of = {}
-    where = {}
+def loss_report(
+    bootstrap: str, ns: str, got: WorkerOutput, ref: ReferenceOutput, spec: Any
+) -> tuple[dict[int, list[tuple[int, int]]], dict[str, int]]:
+    """Reference rows that never arrived: their input offsets as contiguous ranges per
+    partition, and for those that arrived with other features (same event time), how many
+    rows differ in each column."""
+    ts_of, where = {}, {}
     for rec in read_topic(bootstrap, namespaced(TRANSACTIONS, ns)):
         with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
             obj = orjson.loads(rec.value)
             where[obj["txn_id"]] = (rec.partition, rec.offset)
             ts_of[obj["txn_id"]] = float(obj["ts"])
+    by_ts: dict[tuple[int, float], list[bytes]] = {}
+    for silo, rows in got.rows.items():
+        for x, _label, ts in rows:
+            by_ts.setdefault((silo, ts), []).append(x)
     lost: dict[int, list[int]] = {}
-    for silo, rows in ref.rows.items():
-        for txn_id, row, label in rows:
-            if got.rows[silo][(row.tobytes(), float(label), ts_of[txn_id])] == 0:
+    columns: dict[str, int] = {}
+    for silo, ref_rows in ref.rows.items():
+        for txn_id, row, label in ref_rows:
+            ts = ts_of[txn_id]
+            if got.rows[silo][(row.tobytes(), float(label), ts)] == 0:
                 partition, offset = where[txn_id]
                 lost.setdefault(partition, []).append(offset)
+                for x in by_ts.get((silo, ts), [])[:1]:
+                    other = np.frombuffer(x, dtype=row.dtype)
+                    for i in np.flatnonzero(other != row):
+                        columns[spec.columns[i]] = columns.get(spec.columns[i], 0) + 1
     ranges: dict[int, list[tuple[int, int]]] = {}
     for partition, offsets in sorted(lost.items()):
+        spans = ranges.setdefault(partition, [])
         for offset in sorted(offsets):
-            spans = ranges.setdefault(partition, [])
             if spans and spans[-1][1] + 1 == offset:
                 spans[-1] = (spans[-1][0], offset)
             else:
                 spans.append((offset, offset))
-    return ranges
+    return ranges, columns
 
 
 class PacedSender(threading.Thread):
@@ -210,8 +222,9 @@ def test_sigkill_one_of_two_workers(kafka_bootstrap: str, tmp_path: Path) -> Non
         f"{ {k: round(v, 1) for k, v in marks.items()} }"
     )  # fmt: skip
     if any(set(got.rows[s]) != set(want[s]) for s in SILOS):
-        lost = missing_ranges(kafka_bootstrap, ns, want, got, ref)
-        print(f"lost input offsets per partition: {lost}")
+        lost, columns = loss_report(kafka_bootstrap, ns, got, ref, spec)
+        print(f"reference rows not produced, input offsets per partition: {lost}")
+        print(f"produced with other features instead, rows per column: {columns}")
         for w in workers:
             log = w.log_path.read_text(errors="replace").splitlines()
             print(f"--- {w.log_path.name}: gaps, seeks, rebalances")
