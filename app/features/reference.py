@@ -2,18 +2,25 @@
 
 :func:`run_reference` runs the stream worker's logic over a list of events, with the very
 same functions the Faust agents call: ``parse_*``, ``check_key``, ``check_silo``,
-``route_silo``, ``join_transaction`` and the window state codec (the state goes through
-``encode_state``/``decode_state`` on every event, as it does through the Faust table).
-Tests compare the worker's output against it.
+``route_silo``, ``join_transaction``, the profile history's as-of lookup and the window
+state codec (the state goes through ``encode_state``/``decode_state`` on every event, as it
+does through the Faust table). Tests compare the worker's output against it.
 
-Per event, in the order a worker sees them:
+The join is in event time (:mod:`app.features.profiles`): a transaction joins the latest
+profile version with ``ts`` at or before its own, whatever the order the two topics are
+read in. So the reference reads a *phase* (the events produced together, before the worker
+could have joined any of them) profiles first, then transactions in order:
 
-* ``("customer", key, raw)``: parse, check key and silo, store as the latest profile;
-  ``raw`` None is a tombstone: the customer's profile and window state are deleted;
-* ``("transaction", key, raw)``: parse, check key, route to a silo (before touching the
-  window state, so a rejected transaction leaves no trace), join, collect the row.
+* ``("customer", key, raw)``: parse, check key and silo, add to the customer's history;
+  ``raw`` None is a tombstone: the customer's profiles and window state are deleted (in
+  a phase, before its transactions: the worker applies it to what it read before);
+* ``("transaction", key, raw)``: parse, check key, look up the profile as of its ``ts``,
+  route to a silo (before touching the window state, so a rejected transaction leaves no
+  trace), join, collect the row.
 
-Invalid records become dead letters ``(raw, reason)``.
+A profile of a later phase is "late" for the transactions of earlier phases (they were
+joined before it was read), as in the worker. Invalid records become dead letters
+``(raw, reason)``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from app.features.profiles import HistoryBounds, ProfileHistory
 from app.features.records import Customer
 from app.features.routing import route_silo
 from app.features.spec import FeatureSpec
@@ -39,7 +47,7 @@ from app.features.validation import (
 from app.features.vectorize import join_transaction
 from app.features.windows import decode_state, encode_state
 
-__all__ = ["Event", "ReferenceOutput", "run_reference"]
+__all__ = ["Event", "ReferenceOutput", "run_reference", "run_reference_phases"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +67,7 @@ class ReferenceOutput:
     dead_letters : list
         ``(raw value, reason)`` of every rejected record.
     profiles : dict
-        Latest profile per customer id.
+        Latest profile (largest event time) per customer id.
     states : dict
         Encoded window state per customer id.
     """
@@ -83,40 +91,70 @@ class ReferenceOutput:
 
 
 def run_reference(
-    events: Iterable[Event], spec: FeatureSpec, silo_ids: Sequence[int]
+    events: Iterable[Event],
+    spec: FeatureSpec,
+    silo_ids: Sequence[int],
+    bounds: HistoryBounds | None = None,
 ) -> ReferenceOutput:
-    """Run the worker logic over ``events``; see the module docstring.
+    """Run the worker logic over ``events`` as one phase; see the module docstring.
 
     Raises
     ------
     ValueError
         For an event kind other than ``"customer"`` or ``"transaction"``.
     """
+    return run_reference_phases([list(events)], spec, silo_ids, bounds)
+
+
+def run_reference_phases(
+    phases: Iterable[Sequence[Event]],
+    spec: FeatureSpec,
+    silo_ids: Sequence[int],
+    bounds: HistoryBounds | None = None,
+) -> ReferenceOutput:
+    """Run the worker logic over ``phases`` one after the other (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        For an event kind other than ``"customer"`` or ``"transaction"``.
+    """
+    bounds = bounds or HistoryBounds()
     out = ReferenceOutput(rows={s: [] for s in silo_ids})
-    profiles = out.profiles
+    histories: dict[str, ProfileHistory[Customer]] = {}
     states = out.states
-    for kind, key, raw in events:
-        try:
-            if kind == "transaction":
+    for phase in phases:
+        for kind, _key, _raw in phase:
+            if kind not in ("customer", "transaction"):
+                raise ValueError(f"unknown event kind {kind!r}")
+        for _kind, key, raw in (e for e in phase if e[0] == "customer"):
+            try:
+                if raw is None:  # tombstone: the customer's profiles and windows are deleted
+                    cid = parse_tombstone_key(key)
+                    histories.pop(cid, None)
+                    states.pop(cid, None)
+                    continue
+                customer = parse_customer(raw)
+                check_key(key, customer.customer_id)
+                check_silo(customer.silo, silo_ids)
+                histories.setdefault(customer.customer_id, ProfileHistory()).add(customer, bounds)
+            except InvalidRecord as exc:
+                out.dead_letters.append((raw or b"", exc.reason))
+        for _kind, key, raw in (e for e in phase if e[0] == "transaction"):
+            try:
                 txn = parse_transaction(raw)
                 cid = txn.customer_id
                 check_key(key, cid)
-                profile = profiles.get(cid)
+                history = histories.get(cid)
+                profile = None if history is None else history.as_of(txn.ts)
                 silo = route_silo(txn, profile, silo_ids)
                 result = join_transaction(spec, txn, profile, decode_state(states.get(cid)))
                 states[cid] = encode_state(result.new_state)
                 out.rows[silo].append((txn.txn_id, result.row, result.label))
-            elif kind == "customer" and raw is None:
-                cid = parse_tombstone_key(key)
-                profiles.pop(cid, None)
-                states.pop(cid, None)
-            elif kind == "customer":
-                customer = parse_customer(raw)
-                check_key(key, customer.customer_id)
-                check_silo(customer.silo, silo_ids)
-                profiles[customer.customer_id] = customer
-            else:
-                raise ValueError(f"unknown event kind {kind!r}")
-        except InvalidRecord as exc:
-            out.dead_letters.append((raw or b"", exc.reason))
+            except InvalidRecord as exc:
+                out.dead_letters.append((raw or b"", exc.reason))
+    for cid, history in histories.items():
+        latest = history.latest()
+        if latest is not None:
+            out.profiles[cid] = latest
     return out

@@ -5,7 +5,10 @@ hand raw records to a :class:`StreamProcessor` and send what it returns. That ke
 worker testable from in-memory lists and keeps the logic identical to the reference
 pipeline (``app.features.reference``), which calls the same pure functions.
 
-State is write-behind: profiles and window states live in dictionaries and are written to
+Profiles are versioned (:mod:`app.features.profiles`): a transaction joins the profile
+valid at its event time, so the rows do not depend on how the two input topics interleave.
+
+State is write-behind: profile histories and window states live in dictionaries and are written to
 the changelog-backed Faust tables once per commit for every customer that changed (see
 ``dirty_*``), instead of one table write per event. A table write costs a changelog record,
 and per-event writes cut throughput about five-fold (measured).
@@ -32,6 +35,7 @@ import numpy as np
 from app.features.batcher import SiloBatchers
 from app.features.dead_letter import dead_letter, dead_letter_key
 from app.features.event_time import TimePolicy
+from app.features.profiles import HistoryBounds, ProfileHistory, decode_history, encode_history
 from app.features.records import Customer, Transaction
 from app.features.routing import route_silo
 from app.features.spec import FeatureSpec
@@ -124,6 +128,8 @@ class StreamProcessor:
         Read-through to the durable tables on a cache miss (bytes or None).
     time_policy : TimePolicy or None
         Plausible event times around the worker's clock (None: the defaults).
+    history_bounds : HistoryBounds or None
+        How many profile versions to keep per customer (None: the defaults).
     """
 
     def __init__(
@@ -135,6 +141,7 @@ class StreamProcessor:
         load_profile: Callable[[str], bytes | None] = lambda _cid: None,
         load_state: Callable[[str], bytes | None] = lambda _cid: None,
         time_policy: TimePolicy | None = None,
+        history_bounds: HistoryBounds | None = None,
     ) -> None:
         self.spec = spec
         self.silo_ids = silo_ids
@@ -143,9 +150,10 @@ class StreamProcessor:
         self.scorer: Scorer | None = None
         self._load_profile = load_profile
         self._load_state = load_state
-        self._profiles: dict[str, Customer | None] = {}
+        self.history_bounds = history_bounds or HistoryBounds()
+        self._profiles: dict[str, ProfileHistory[Customer]] = {}
         self._states: dict[str, StoredState] = {}
-        self._dirty_profiles: dict[int, dict[str, bytes]] = {}
+        self._dirty_profiles: dict[int, set[str]] = {}
         self._partition_of: dict[str, int] = {}
         self._dirty_states: dict[int, set[str]] = {}
         self._deleted_profiles: dict[int, set[str]] = {}
@@ -156,7 +164,7 @@ class StreamProcessor:
     def on_customer(
         self, raw: bytes, key: bytes | None, partition: int, now_ms: int | None = None
     ) -> Customer:
-        """Validate and store a profile; raises InvalidRecord.
+        """Validate and add a profile version to its history; raises InvalidRecord.
 
         ``now_ms`` is the worker's clock for the event-time check (None: no check).
         """
@@ -166,9 +174,9 @@ class StreamProcessor:
         check_silo(customer.silo, self.silo_ids)
         if now_ms is not None:
             self.time_policy.check(customer.ts, now_ms / 1000.0)
-        self._profiles[cid] = customer
+        self.history(cid).add(customer, self.history_bounds)
         self._partition_of[cid] = partition
-        self._dirty_profiles.setdefault(partition, {})[cid] = raw
+        self._dirty_profiles.setdefault(partition, set()).add(cid)
         self._deleted_profiles.get(partition, set()).discard(cid)
         self.counters.customers += 1
         return customer
@@ -182,24 +190,33 @@ class StreamProcessor:
             If the key is not a customer id (then there is nothing to delete).
         """
         cid = parse_tombstone_key(key)
-        self._profiles[cid] = None  # not read through: the table still has it until commit
+        # not read through: the table still has it until commit
+        self._profiles[cid] = ProfileHistory()
         self._states[cid] = StoredState(CustomerWindows())
         self._partition_of[cid] = partition
-        self._dirty_profiles.get(partition, {}).pop(cid, None)
+        self._dirty_profiles.get(partition, set()).discard(cid)
         self._dirty_states.get(partition, set()).discard(cid)
         self._deleted_profiles.setdefault(partition, set()).add(cid)
         self._deleted_states.setdefault(partition, set()).add(cid)
         self.counters.deleted += 1
         return cid
 
-    def profile(self, customer_id: str) -> Customer | None:
-        try:
-            return self._profiles[customer_id]
-        except KeyError:
+    def history(self, customer_id: str) -> ProfileHistory[Customer]:
+        """The customer's profile versions (read through to the table on a miss)."""
+        history = self._profiles.get(customer_id)
+        if history is None:
             raw = self._load_profile(customer_id)
-            profile = parse_customer(raw) if raw else None
-            self._profiles[customer_id] = profile
-            return profile
+            try:
+                history = decode_history(raw)
+            except ValueError as exc:  # never stop the stream on a bad stored value
+                logger.warning("profile of %s unreadable, starting empty: %s", customer_id, exc)
+                history = ProfileHistory()
+            self._profiles[customer_id] = history
+        return history
+
+    def profile(self, customer_id: str) -> Customer | None:
+        """The customer's newest profile version (what the chatbot shows)."""
+        return self.history(customer_id).latest()
 
     def window_state(self, customer_id: str) -> StoredState:
         state = self._states.get(customer_id)
@@ -209,17 +226,25 @@ class StreamProcessor:
 
     # -- transactions -----------------------------------------------------------------------
     def on_transaction(
-        self, raw: bytes, key: bytes | None, partition: int, offset: int, now_ms: int
+        self,
+        raw: bytes,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        now_ms: int,
+        txn: Transaction | None = None,
     ) -> Joined | None:
         """Validate, join, score and batch one transaction; raises InvalidRecord.
 
-        Returns None for a transaction already applied before a crash (see module doc).
+        ``txn`` is ``raw`` already parsed, if the caller needed it first. Returns None for
+        a transaction already applied before a crash (see module doc).
         """
-        txn = parse_transaction(raw)
+        if txn is None:
+            txn = parse_transaction(raw)
         cid = txn.customer_id
         check_key(key, cid)
         self.time_policy.check(txn.ts, now_ms / 1000.0)
-        profile = self.profile(cid)
+        profile = self.history(cid).as_of(txn.ts)
         silo = route_silo(txn, profile, self.silo_ids)
         stored = self.window_state(cid)
         if offset <= stored.offset:
@@ -271,7 +296,11 @@ class StreamProcessor:
     # -- write-behind --------------------------------------------------------------------------
     def take_dirty(self) -> tuple[dict[int, dict[str, bytes]], dict[int, dict[str, bytes]]]:
         """Per partition, the profiles and encoded window states changed since the last call."""
-        profiles, self._dirty_profiles = self._dirty_profiles, {}
+        profiles = {
+            partition: {cid: encode_history(self._profiles[cid]) for cid in ids}
+            for partition, ids in self._dirty_profiles.items()
+        }
+        self._dirty_profiles = {}
         states: dict[int, dict[str, bytes]] = {}
         for partition, ids in self._dirty_states.items():
             states[partition] = {cid: encode_stored_state(self._states[cid]) for cid in ids}

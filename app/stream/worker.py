@@ -2,9 +2,10 @@
 
 Agents
 ------
-- ``bank.customers``  -> latest profile (table ``profiles``)
-- ``bank.transactions`` -> join with profile and windows (table ``windows``), score,
-  micro-batch per silo -> ``silo.<id>.batches``
+- ``bank.customers``  -> profile versions (table ``profiles``)
+- ``bank.transactions`` -> join with the profile as of its event time and the windows
+  (table ``windows``), score, micro-batch per silo -> ``silo.<id>.batches``; a
+  :class:`JoinGate` holds a transaction until the profiles up to its time were read
 - invalid input -> ``dlq.<input topic>`` with the reason and original bytes (bounded:
   ``app.features.dead_letter``); a tombstone on ``bank.customers`` deletes the customer.
   An unexpected error on one record dead-letters that record too ("internal error"):
@@ -34,14 +35,17 @@ import faust
 from faust.exceptions import PartitionsMismatch
 from faust.sensors import Sensor
 from faust.streams import _current_event
+from faust.types import TP
 
 from app.features.event_time import TimePolicy
+from app.features.records import Transaction
 from app.features.spec import FeatureSpec
-from app.features.validation import InvalidRecord
+from app.features.validation import InvalidRecord, parse_transaction
 from app.ops.worker_metrics import SAMPLE_INTERVAL_S, WorkerMetrics
 from app.settings import Settings
 from app.stream.commit_watch import CommitWatch
 from app.stream.gc_pauses import FULL_GC_INTERVAL_S, collect_old_garbage, gc_pauses
+from app.stream.join_gate import JoinGate
 from app.stream.loop_agents import attach_loop
 from app.stream.loop_lag import LoopLag
 from app.stream.offsets import WorkerFaustApp
@@ -74,6 +78,13 @@ back to back while a chatbot request waits behind it."""
 
 SESSION_TIMEOUT_S = 10.0
 """Consumer group session timeout of a worker (heartbeats every 3 s)."""
+
+JOIN_HOLD_S = 0.5
+"""How long a transaction waits on the broker for profile updates sent before it (see
+``app.stream.join_gate``); also the least latency of a row when profiles are quiet."""
+
+JOIN_MAX_WAIT_S = 10.0
+"""Longest wait for a customers partition that makes no progress (then join anyway)."""
 
 
 def _now_ms() -> int:
@@ -140,6 +151,7 @@ class WorkerHandle:
         self.metrics = WorkerMetrics([])  # Prometheus hooks (app.ops.worker_metrics)
         self.inputs_open = asyncio.Event()  # cleared while commit_in_steps runs
         self.inputs_open.set()
+        self.gate: JoinGate | None = None  # set by create_worker_app
 
 
 class CommitSensor(Sensor):
@@ -156,6 +168,34 @@ class CommitSensor(Sensor):
     def on_commit_initiated(self, consumer: Any) -> Any:
         self._flush()
         return super().on_commit_initiated(consumer)
+
+
+def _join_gate(app: faust.App, customers: str, transactions: str) -> JoinGate:
+    """The worker's JoinGate over the consumer's fetch positions (co-partitioned topics)."""
+    tps: dict[tuple[str, int], TP] = {}
+
+    def tp_of(topic: str, partition: int) -> TP:
+        tp = tps.get((topic, partition))
+        if tp is None:
+            tp = tps[(topic, partition)] = TP(topic, partition)
+        return tp
+
+    def end(topic: str) -> Any:
+        def highwater(partition: int) -> int | None:
+            try:
+                return app.consumer.highwater(tp_of(topic, partition))
+            except AssertionError:  # not assigned here: nothing to wait for
+                return 0
+
+        return highwater
+
+    def customers_start(partition: int) -> int | None:
+        # Faust's committed offset of the partition, set when it was assigned (next offset)
+        committed: Any = app.consumer._committed_offset  # type: ignore[attr-defined]
+        return committed.get(tp_of(customers, partition))  # type: ignore[no-any-return]
+
+    return JoinGate(end(customers), customers_start, end(transactions), JOIN_HOLD_S,
+                    JOIN_MAX_WAIT_S)  # fmt: skip
 
 
 def create_worker_app(
@@ -213,8 +253,10 @@ def create_worker_app(
     handle = WorkerHandle(app, processor)
     # model follower, features.enriched, chatbot agent (app.stream.loop)
     loop = handle.loop = attach_loop(app, settings, spec, processor, follow_models)
-    customers = app.topic(namespaced(CUSTOMERS, ns), key_serializer="raw", value_serializer="raw")
+    customers_name = namespaced(CUSTOMERS, ns)
+    customers = app.topic(customers_name, key_serializer="raw", value_serializer="raw")
     transactions_name = namespaced(TRANSACTIONS, ns)
+    gate = handle.gate = _join_gate(app, customers_name, transactions_name)
     transactions = app.topic(transactions_name, key_serializer="raw", value_serializer="raw")
     handle.metrics = WorkerMetrics([namespaced(CUSTOMERS, ns), transactions_name])
     # records on a partition their key does not hash to (app.stream.repartition)
@@ -377,16 +419,19 @@ def create_worker_app(
             handle.last_event[(CUSTOMERS, partition)] = event
             handle.metrics.event(event.message.topic)
             if repartition.forward_if_misplaced(event):
+                gate.customer_read(partition, event.message.offset, None)  # read, moved on
                 continue
+            ts = None
             try:
                 if event.value is None:  # tombstone: the bank deletes the customer
                     loop.forget_customer(processor.delete_customer(event.key, partition))
                 else:
-                    processor.on_customer(event.value, event.key, partition, _now_ms())
+                    ts = processor.on_customer(event.value, event.key, partition, _now_ms()).ts
             except InvalidRecord as exc:
                 send_dead_letter(event, exc.reason)
             except Exception as exc:  # a bug on one record must not stop the agent
                 internal_error(event, exc)
+            gate.customer_read(partition, event.message.offset, ts)
 
     @app.agent(transactions)
     async def on_transactions(stream: Any) -> None:
@@ -395,9 +440,14 @@ def create_worker_app(
             seen += 1
             if seen % YIELD_EVERY_EVENTS == 0:
                 await asyncio.sleep(0)  # let a waiting chatbot request in (see constant)
+            msg = event.message
+            txn: Transaction | None = None
+            with contextlib.suppress(Exception):  # on_transaction dead-letters it below
+                txn = parse_transaction(event.value)
+            if txn is not None and not gate.ready(msg.partition, msg.offset, txn.ts):
+                await gate.wait(msg.partition, msg.offset, txn.ts)
             if not handle.inputs_open.is_set():
                 await handle.inputs_open.wait()  # a commit is under way
-            msg = event.message
             handle.last_event[(TRANSACTIONS, msg.partition)] = event
             handle.metrics.event(msg.topic)
             if repartition.forward_if_misplaced(event):
@@ -408,7 +458,7 @@ def create_worker_app(
                 send_frames(swapped)
             try:
                 joined = processor.on_transaction(event.value, event.key, msg.partition,
-                                                  msg.offset, now_ms)  # fmt: skip
+                                                  msg.offset, now_ms, txn)  # fmt: skip
                 if joined is None:
                     continue
                 if joined.frames:
@@ -458,5 +508,6 @@ def create_worker_app(
         await app.producer.flush()
         handle.commit_watch.reset(processed_positions())
         processor.forget({tp.partition for tp in revoked if tp.topic == transactions_name})
+        gate.forget({tp.partition for tp in revoked if tp.topic == customers_name})
 
     return handle

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from app.features.frames import decode_batch
-from app.features.reference import Event, ReferenceOutput, run_reference
+from app.features.reference import Event, ReferenceOutput, run_reference_phases
 from app.features.spec import FeatureSpec
 from app.features.windows import WindowConfig
 from app.settings import Settings
@@ -95,10 +95,15 @@ def collect_output(bootstrap: str, ns: str, silos: Sequence[int] = SILOS) -> Wor
 
 
 def reference_rows(
-    events: Sequence[Event], spec: FeatureSpec, silos: Sequence[int] = SILOS
+    phases: Sequence[Sequence[Event]], spec: FeatureSpec, silos: Sequence[int] = SILOS
 ) -> tuple[dict[int, Counter[RowKey]], ReferenceOutput]:
-    """Per silo, the reference's rows as a multiset, and the reference itself."""
-    ref = run_reference(events, spec, silos)
+    """Per silo, the reference's rows as a multiset, and the reference itself.
+
+    ``phases``: the event lists produced one after the other, each once the worker had
+    committed the previous one (profiles of a later phase are late for earlier ones).
+    """
+    ref = run_reference_phases(phases, spec, silos)
+    events = [e for phase in phases for e in phase]
     ts_of = {}
     for kind, _key, raw in events:
         if kind == "transaction":

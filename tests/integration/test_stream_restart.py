@@ -59,7 +59,7 @@ def test_restart_mid_stream_matches_reference(
     ns = new_namespace(kafka_bootstrap, sig.name.lower())
     group = worker_group(ns)
     customers, txns = synthetic_phases(customers=300, n_events=60_000)
-    want, ref = reference_rows(customers + txns, spec)
+    want, ref = reference_rows([customers, txns], spec)
     n_valid = sum(len(rows) for rows in ref.rows.values())
     inputs = [namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)]
     worker = WorkerProcess(kafka_bootstrap, ns, tmp_path, len(SILOS), args=ARGS).start()

@@ -47,8 +47,7 @@ def test_worker_output_equals_reference(kafka_bootstrap: str, tmp_path: Path) ->
     spec = default_spec()
     ns = new_namespace(kafka_bootstrap, "ref")
     phases = synthetic_phases()
-    events = [e for phase in phases for e in phase]
-    want, ref = reference_rows(events, spec)
+    want, ref = reference_rows(phases, spec)
 
     # Execute
     worker = run_worker_over(kafka_bootstrap, ns, phases, tmp_path)
@@ -95,7 +94,7 @@ def test_transactions_before_their_profile_use_the_default_profile(
     )  # fmt: skip
     phases = [[txn(0, 1_700_000_100.0), txn(1, 1_700_000_200.0)], [profile],
               [txn(2, 1_700_000_300.0)]]  # fmt: skip
-    want, _ref = reference_rows([e for p in phases for e in p], spec)
+    want, _ref = reference_rows(phases, spec)
     col = {name: i for i, name in enumerate(spec.columns)}
 
     # Execute

@@ -16,6 +16,7 @@ from app.features.dead_letter import (
     dead_letter_key,
 )
 from app.features.event_time import StreamClock, TimePolicy
+from app.features.profiles import decode_history
 from app.features.records import Customer
 from app.features.spec import FeatureSpec
 from app.features.validation import (
@@ -219,7 +220,8 @@ def test_a_profile_after_its_tombstone_is_stored_again() -> None:
     processor.delete_customer(b"c2", 1)
     processor.on_customer(raw, b"c2", 1, int(NOW * 1000))
     profiles, _states = processor.take_dirty()
-    assert profiles == {1: {"c2": raw}}
+    assert list(profiles) == [1] and list(profiles[1]) == ["c2"]
+    assert decode_history(profiles[1]["c2"]).versions == [parse_customer(raw)]
     assert processor.take_deleted() == ({1: set()}, {1: {"c2"}})
 
 
