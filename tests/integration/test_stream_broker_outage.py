@@ -71,8 +71,8 @@ def test_broker_outage_mid_stream_gives_the_reference_rows(tmp_path: Path) -> No
         ns = new_namespace(broker.bootstrap, "outage")
         inputs = [namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)]
         worker = WorkerProcess(broker.bootstrap, ns, tmp_path / "w", len(SILOS),
-                               args=("--batch-ms", "300")).start()  # fmt: skip
-        with worker:
+                               args=("--batch-ms", "300"))  # fmt: skip
+        with worker:  # starts it
             # Execute: the profiles, then ~25 s of sending; the broker is down from 4 s to 24 s
             head = 200  # the worker is up and has read these before the outage
             produce_records(broker.bootstrap, records(events[:head], ns))
