@@ -23,6 +23,7 @@ __all__ = [
     "CHATBOT_RESPONSES",
     "CUSTOMERS",
     "FEATURES_ENRICHED",
+    "FEATURE_SPECS",
     "FL_METRICS",
     "MODEL_GLOBAL",
     "OPERATOR",
@@ -51,6 +52,7 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 CUSTOMERS = "bank.customers"
 TRANSACTIONS = "bank.transactions"
 FEATURES_ENRICHED = "features.enriched"
+FEATURE_SPECS = "features.spec"
 MODEL_GLOBAL = "fl.model.global"
 FL_METRICS = "fl.metrics"
 OPERATOR = "operator"
@@ -239,6 +241,14 @@ def catalogue(
             key="utf8:customer_id",
             value="json:enriched.schema.json",
             description="each joined transaction with its aggregates and risk score",
+        ),
+        TopicSpec(
+            FEATURE_SPECS,
+            1,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+            key="utf8:spec version",
+            value="json:feature_spec.schema.json",
+            description="the feature spec (names, order, version) of the rows, per version",
         ),
         TopicSpec(
             MODEL_GLOBAL,

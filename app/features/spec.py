@@ -18,7 +18,14 @@ import orjson
 from app.features.validation import CHANNELS, SEGMENTS
 from app.features.windows import WindowConfig
 
-__all__ = ["BASE_COLUMNS", "FEATURE_CODE_VERSION", "WINDOW_COLUMNS", "FeatureSpec"]
+__all__ = [
+    "BASE_COLUMNS",
+    "FEATURE_CODE_VERSION",
+    "WINDOW_COLUMNS",
+    "FeatureSpec",
+    "describe_spec",
+    "spec_mismatch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +124,33 @@ class FeatureSpec:
     def version(self) -> str:
         """First 12 hex digits of sha256 over code version, columns and window sizes."""
         return self._version
+
+    def document(self, pipeline: str = "fraud") -> dict[str, object]:
+        """What the worker publishes on ``features.spec`` (feature_spec.schema.json)."""
+        return {"version": self.version, "n_features": self.n_features,
+                "columns": list(self.columns), "pipeline": pipeline}  # fmt: skip
+
+
+def describe_spec(doc: dict[str, object]) -> str:
+    """``"9fe8217b3a35 (36 features, pipeline fraud)"``: one spec in an error line."""
+    pipeline = doc.get("pipeline")
+    extra = f", pipeline {pipeline}" if pipeline else ""
+    return f"{doc.get('version') or '?'} ({doc.get('n_features', '?')} features{extra})"
+
+
+def spec_mismatch(wanted: dict[str, object], published: list[dict[str, object]]) -> str | None:
+    """The one-line error when ``wanted`` (version and/or n_features) is not published.
+
+    None when a published spec matches, or nothing is published (nothing to compare).
+    """
+    if not published:
+        return None
+    version, width = wanted.get("version"), wanted.get("n_features")
+    for doc in published:
+        if (not version or doc.get("version") == version) and (
+            not width or doc.get("n_features") == width
+        ):
+            return None
+    newest = published[-1]
+    return (f"feature spec mismatch: asked for {describe_spec(wanted)}, but the stream "
+            f"publishes {describe_spec(newest)} on features.spec")  # fmt: skip

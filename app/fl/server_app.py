@@ -24,7 +24,6 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-from app.features.spec import FeatureSpec
 from app.fl.config import FLConfig
 from app.fl.kafka_io import publish_round, read_models
 from app.fl.messages import (
@@ -77,11 +76,11 @@ class ServerState:
 
 
 def resolve_spec(cfg: FLConfig) -> tuple[str, int]:
-    """Spec version and width of the rows: the run config's, else the default FeatureSpec's."""
-    if cfg.spec_version and cfg.n_features:
-        return cfg.spec_version, cfg.n_features
-    spec = FeatureSpec()
-    return cfg.spec_version or spec.version, cfg.n_features or spec.n_features
+    """Spec version and width of the rows: the run config's if given, else the stream's
+    published spec (``features.spec``, :mod:`app.fl.spec_source`), else the default."""
+    from app.fl.spec_source import choose_spec, published_specs
+
+    return choose_spec(cfg.spec_version, cfg.n_features, published_specs(cfg.bootstrap))
 
 
 def initial_arrays(cfg: FLConfig, model_cfg: ModelConfig) -> list[np.ndarray]:

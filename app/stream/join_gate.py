@@ -15,7 +15,12 @@ A transaction with event time ``t`` is released as soon as one of these holds:
    producer's backlog after a broker outage is flushed partition by partition), and
    ``hold_s`` is how long the gate allows for that;
 3. it has waited ``max_wait_s`` in the gate (the customers partition makes no progress):
-   it is joined with what has been read, and :attr:`GateCounters.timeouts` counts it.
+   it is joined with what has been read, and :attr:`GateCounters.timeouts` counts it;
+4. the consumer stopped delivering (a rebalance or shutdown suspended Faust's flow
+   control): no profile can arrive any more, and Faust waits for the held transaction
+   before it moves partitions, so it is joined with what has been read
+   (:attr:`GateCounters.interrupted`). Holding it instead stalled the rebalance, the
+   group timed the worker out and rebalanced again, round after round.
 
 A profile update that arrives later than that is *late*: it is kept in the history and
 serves every transaction joined after it was read, but rows already produced are not
@@ -53,6 +58,8 @@ class GateCounters:
     """Transactions that had to wait."""
     timeouts: int = 0
     """Transactions released after ``max_wait_s`` (rule 3)."""
+    interrupted: int = 0
+    """Transactions released because delivery stopped (rule 4)."""
 
 
 class JoinGate:
@@ -72,6 +79,8 @@ class JoinGate:
         See the module docstring.
     clock : callable
         Monotonic seconds (injected by tests).
+    interrupted : callable
+        True while the consumer delivers nothing (rule 4).
     """
 
     def __init__(
@@ -82,6 +91,7 @@ class JoinGate:
         hold_s: float = 0.5,
         max_wait_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        interrupted: Callable[[], bool] = lambda: False,
     ) -> None:
         if hold_s < 0 or max_wait_s < hold_s:
             raise ValueError(f"need 0 <= hold_s <= max_wait_s, got {hold_s}, {max_wait_s}")
@@ -91,6 +101,7 @@ class JoinGate:
         self.hold_s = hold_s
         self.max_wait_s = max_wait_s
         self._clock = clock
+        self._interrupted = interrupted
         self._next: dict[int, int] = {}
         self._watermark: dict[int, float] = {}
         self._seen_end: dict[int, deque[tuple[float, int]]] = {}
@@ -139,6 +150,11 @@ class JoinGate:
         self.counters.held += 1
         start = self._clock()
         while not self.ready(partition, offset, ts):
+            if self._interrupted():
+                self.counters.interrupted += 1
+                logger.info("join gate: delivery stopped; partition %d offset %d joined with "
+                            "the profiles read so far", partition, offset)  # fmt: skip
+                return
             if self._clock() - start >= self.max_wait_s:
                 self.counters.timeouts += 1
                 logger.warning(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+import orjson
 from faust.exceptions import PartitionsMismatch
 from faust.sensors import Sensor
 from faust.streams import _current_event
@@ -52,7 +53,15 @@ from app.stream.offsets import WorkerFaustApp
 from app.stream.periodic import every
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
 from app.stream.repartition import Repartitioner
-from topics import CUSTOMERS, TRANSACTIONS, WORKER_APP_ID, dlq, namespaced, silo_batches
+from topics import (
+    CUSTOMERS,
+    FEATURE_SPECS,
+    TRANSACTIONS,
+    WORKER_APP_ID,
+    dlq,
+    namespaced,
+    silo_batches,
+)
 
 __all__ = ["WorkerHandle", "create_worker_app"]
 
@@ -194,8 +203,11 @@ def _join_gate(app: faust.App, customers: str, transactions: str) -> JoinGate:
         committed: Any = app.consumer._committed_offset  # type: ignore[attr-defined]
         return committed.get(tp_of(customers, partition))  # type: ignore[no-any-return]
 
+    def delivery_stopped() -> bool:  # a rebalance or shutdown suspends the flow control
+        return not app.flow_control.is_active()
+
     return JoinGate(end(customers), customers_start, end(transactions), JOIN_HOLD_S,
-                    JOIN_MAX_WAIT_S)  # fmt: skip
+                    JOIN_MAX_WAIT_S, interrupted=delivery_stopped)  # fmt: skip
 
 
 def create_worker_app(
@@ -478,6 +490,18 @@ def create_worker_app(
     async def sample_metrics() -> None:
         model = loop.model
         handle.metrics.sample(app.consumer, processed_positions(), model.round if model else None)
+
+    spec_topic = app.topic(namespaced(FEATURE_SPECS, ns), key_serializer="raw",
+                           value_serializer="raw")  # fmt: skip
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def publish_spec() -> None:
+        """Names, order and version of the rows, for ``fl up``/``baseline`` to discover."""
+        doc = {**spec.document(), "time": time.time()}
+        try:
+            await spec_topic.send(key=spec.version.encode(), value=orjson.dumps(doc))
+        except Exception:  # the rows still flow; only discovery is lost
+            logger.exception("could not publish the feature spec %s", spec.version)
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_loop_lag() -> None:

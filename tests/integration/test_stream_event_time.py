@@ -4,7 +4,8 @@ The same events (transactions with profile updates among them, in event-time ord
 consumed once as a backlog (everything on the broker before the worker starts, so the
 worker reads both topics as fast as it can, in whatever interleaving Faust's fetcher gives)
 and once in real time (sent at a steady rate while the worker runs). Both give exactly the
-reference's rows, and the profile updates really changed rows.
+reference's rows, and the profile updates really changed rows. The worker also published
+its feature spec on ``features.spec`` (what ``fl up`` and ``baseline`` discover).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from app.features.reference import Event
+from app.fl.spec_source import published_specs
 from app.produce import SyntheticBank
 from app.stream.harness import WorkerProcess, produce_records, wait_committed, worker_group
 from tests.integration.stream_support import (
@@ -29,7 +31,7 @@ from tests.integration.stream_support import (
     records,
     reference_rows,
 )
-from topics import CUSTOMERS, TRANSACTIONS, namespaced
+from topics import CUSTOMERS, FEATURE_SPECS, TRANSACTIONS, namespaced
 
 ARGS = ("--batch-ms", "300")
 
@@ -68,14 +70,18 @@ def run_realtime(
     bootstrap: str, ns: str, events: Sequence[Event], data_dir: Path, per_s: float
 ) -> None:
     with WorkerProcess(bootstrap, ns, data_dir, len(SILOS), args=ARGS) as worker:
-        produce_records(bootstrap, records(events[:1], ns))  # the worker is up and reading
-        wait_committed(bootstrap, worker_group(ns), _inputs(ns), worker=worker)
-        chunk = 50
-        t0 = time.monotonic()
-        for i in range(1, len(events), chunk):
-            produce_records(bootstrap, records(events[i : i + chunk], ns))
-            time.sleep(max(0.0, t0 + (i + chunk) / per_s - time.monotonic()))
-        wait_committed(bootstrap, worker_group(ns), _inputs(ns), worker=worker)
+        try:
+            produce_records(bootstrap, records(events[:1], ns))  # the worker is up, reading
+            wait_committed(bootstrap, worker_group(ns), _inputs(ns), worker=worker)
+            chunk = 50
+            t0 = time.monotonic()
+            for i in range(1, len(events), chunk):
+                produce_records(bootstrap, records(events[i : i + chunk], ns))
+                time.sleep(max(0.0, t0 + (i + chunk) / per_s - time.monotonic()))
+            wait_committed(bootstrap, worker_group(ns), _inputs(ns), worker=worker)
+        except BaseException:
+            print(worker.log_tail(200))
+            raise
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
 
 
@@ -95,9 +101,11 @@ def test_backlog_and_real_time_give_the_reference_rows(
     run_realtime(kafka_bootstrap, live_ns, events, tmp_path / "live", per_s=1_500)
     backlog = collect_output(kafka_bootstrap, backlog_ns)
     live = collect_output(kafka_bootstrap, live_ns)
+    published = published_specs(kafka_bootstrap, namespaced(FEATURE_SPECS, backlog_ns))
 
     # Assert
     assert n_rows > 5_000
+    assert [(d["version"], d["columns"]) for d in published] == [(spec.version, list(spec.columns))]
     assert backlog.total_rows() == live.total_rows() == n_rows
     for silo in SILOS:
         assert backlog.rows[silo] == want[silo], f"silo {silo}: backlog differs from reference"

@@ -124,3 +124,32 @@ def test_wait_gives_up_after_max_wait_and_counts_it() -> None:
 def test_gate_rejects_a_hold_longer_than_the_wait() -> None:
     with pytest.raises(ValueError, match="hold_s"):
         JoinGate(lambda p: 0, lambda p: 0, lambda p: 0, hold_s=2.0, max_wait_s=1.0)
+
+
+def test_wait_returns_at_once_when_delivery_stops() -> None:
+    # Prepare: customers never read, so only rule 4 can release it
+    pos = Positions()
+    pos.customers_end[0] = 3
+    stopped = {"now": False}
+    gate = JoinGate(lambda p: pos.customers_end.get(p), lambda p: None,
+                    lambda p: pos.transactions_end.get(p), 0.0, 60.0,
+                    interrupted=lambda: stopped["now"])  # fmt: skip
+
+    async def run() -> float:
+        async def stop_soon() -> None:
+            await asyncio.sleep(0.05)
+            stopped["now"] = True
+
+        stopper = asyncio.ensure_future(stop_soon())
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(gate.wait(0, 1, 50.0), 5.0)
+        await stopper
+        return loop.time() - t0
+
+    # Execute
+    waited = asyncio.run(run())
+
+    # Assert
+    assert waited < 2.0
+    assert (gate.counters.held, gate.counters.interrupted, gate.counters.timeouts) == (1, 1, 0)
