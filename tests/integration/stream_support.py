@@ -100,8 +100,11 @@ def reference_rows(
     """Per silo, the reference's rows as a multiset, and the reference itself.
 
     ``phases``: the event lists produced one after the other, each once the worker had
-    committed the previous one (profiles of a later phase are late for earlier ones).
+    committed the previous one (profiles of a later phase are late for earlier ones); a
+    flat list of events is one phase.
     """
+    if phases and isinstance(phases[0][0], str):  # one flat list of events: one phase
+        phases = [phases]  # type: ignore[list-item]
     ref = run_reference_phases(phases, spec, silos)
     events = [e for phase in phases for e in phase]
     ts_of = {}

@@ -97,8 +97,8 @@ def test_backlog_and_real_time_give_the_reference_rows(
     live_ns = new_namespace(kafka_bootstrap, "live")
 
     # Execute
-    run_backlog(kafka_bootstrap, backlog_ns, events, tmp_path / "backlog")
     run_realtime(kafka_bootstrap, live_ns, events, tmp_path / "live", per_s=1_500)
+    run_backlog(kafka_bootstrap, backlog_ns, events, tmp_path / "backlog")
     backlog = collect_output(kafka_bootstrap, backlog_ns)
     live = collect_output(kafka_bootstrap, live_ns)
     published = published_specs(kafka_bootstrap, namespaced(FEATURE_SPECS, backlog_ns))
