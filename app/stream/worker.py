@@ -203,11 +203,8 @@ def _join_gate(app: faust.App, customers: str, transactions: str) -> JoinGate:
         committed: Any = app.consumer._committed_offset  # type: ignore[attr-defined]
         return committed.get(tp_of(customers, partition))  # type: ignore[no-any-return]
 
-    def delivery_stopped() -> bool:  # a rebalance or shutdown suspends the flow control
-        return not app.flow_control.is_active()
-
     return JoinGate(end(customers), customers_start, end(transactions), JOIN_HOLD_S,
-                    JOIN_MAX_WAIT_S, interrupted=delivery_stopped)  # fmt: skip
+                    JOIN_MAX_WAIT_S)  # fmt: skip
 
 
 def create_worker_app(
