@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from app.kafka.admin import apply_catalogue, make_admin
 from app.kafka.clients import delivery_errors, make_consumer, make_producer
@@ -81,6 +81,7 @@ class WorkerProcess:
     worker_id : its name (own table directory under ``data_dir``).
     args : further ``worker`` options, e.g. ``["--batch-ms", "300"]``.
     env : extra environment (``FEDSTREAM_*`` settings).
+    log_level : the worker's ``--log-level`` (INFO adds its progress line every 10 s).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class WorkerProcess:
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         python_prefix: Sequence[str] = (),
+        log_level: str = "WARNING",
     ) -> None:
         self.data_dir = Path(data_dir)
         self.log_path = self.data_dir / f"worker-{worker_id}.log"
@@ -106,7 +108,7 @@ class WorkerProcess:
             "--data-dir",
             str(data_dir),
             "--log-level",
-            "WARNING",
+            log_level,
             "worker",
             "--worker-id",
             worker_id,
@@ -152,6 +154,12 @@ class WorkerProcess:
             self.proc.kill()
             return self.proc.wait(10)
 
+    def dump_tasks(self, settle_s: float = 1.0) -> None:
+        """Have a running worker log its asyncio task stacks (app.stream.task_dump)."""
+        if self.alive() and self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(settle_s)
+
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
             return ""
@@ -196,6 +204,29 @@ def _partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(meta.topics[topic].partitions)]
 
 
+_LEADER_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> int:
+    """The partition's high watermark; retried while a new topic's leader is not known
+    (NOT_LEADER_FOR_PARTITION right after the topic was created)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=timeout_s)[1])
+        except KafkaException as exc:
+            err = exc.args[0]
+            if time.monotonic() > deadline or not (
+                err.retriable() or err.code() in _LEADER_NOT_READY
+            ):
+                raise
+            time.sleep(0.2)
+
+
 def end_offsets(bootstrap: str, topic_names: Iterable[str]) -> dict[tuple[str, int], int]:
     """High watermark of every partition of the topics."""
     consumer = make_consumer(bootstrap, "fedstream-harness-watermarks")
@@ -203,8 +234,7 @@ def end_offsets(bootstrap: str, topic_names: Iterable[str]) -> dict[tuple[str, i
         out: dict[tuple[str, int], int] = {}
         for topic in topic_names:
             for tp in _partitions(consumer, topic):
-                _low, high = consumer.get_watermark_offsets(tp, timeout=30)
-                out[(topic, tp.partition)] = high
+                out[(topic, tp.partition)] = _high_watermark(consumer, tp)
         return out
     finally:
         consumer.close()
@@ -238,6 +268,8 @@ def wait_committed(
             if worker is not None:
                 worker.check_alive()
             if time.monotonic() - start > timeout_s:
+                if worker is not None:
+                    worker.dump_tasks()  # its log then says where it waits
                 raise TimeoutError(f"group {group} committed {done}, wanted {target}")
             time.sleep(0.2)
     finally:

@@ -38,8 +38,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["GateCounters", "JoinGate"]
+__all__ = ["GateCounters", "JoinGate", "join_gate"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,3 +171,33 @@ class JoinGate:
             self._next.pop(p, None)
             self._watermark.pop(p, None)
             self._seen_end.pop(p, None)
+
+
+def join_gate(app: Any, customers: str, transactions: str, hold_s: float,
+              max_wait_s: float) -> JoinGate:  # fmt: skip
+    """A JoinGate over a Faust app's fetch positions (``customers``: the table topic,
+    ``transactions``: the stream topic; co-partitioned)."""
+    from faust.types import TP  # the adapter's only Faust import
+
+    tps: dict[tuple[str, int], Any] = {}
+
+    def tp_of(topic: str, partition: int) -> Any:
+        tp = tps.get((topic, partition))
+        if tp is None:
+            tp = tps[(topic, partition)] = TP(topic, partition)
+        return tp
+
+    def end(topic: str) -> Offsets:
+        def highwater(partition: int) -> int | None:
+            try:
+                return app.consumer.highwater(tp_of(topic, partition))  # type: ignore[no-any-return]
+            except AssertionError:  # not assigned here: nothing to wait for
+                return 0
+
+        return highwater
+
+    def customers_start(partition: int) -> int | None:
+        # Faust's committed offset of the partition, set when it was assigned (next offset)
+        return app.consumer._committed_offset.get(tp_of(customers, partition))  # type: ignore[no-any-return]
+
+    return JoinGate(end(customers), customers_start, end(transactions), hold_s, max_wait_s)

@@ -36,7 +36,6 @@ import orjson
 from faust.exceptions import PartitionsMismatch
 from faust.sensors import Sensor
 from faust.streams import _current_event
-from faust.types import TP
 
 from app.features.event_time import TimePolicy
 from app.features.records import Transaction
@@ -46,13 +45,14 @@ from app.ops.worker_metrics import SAMPLE_INTERVAL_S, WorkerMetrics
 from app.settings import Settings
 from app.stream.commit_watch import CommitWatch
 from app.stream.gc_pauses import FULL_GC_INTERVAL_S, collect_old_garbage, gc_pauses
-from app.stream.join_gate import JoinGate
+from app.stream.join_gate import JoinGate, join_gate
 from app.stream.loop_agents import attach_loop
 from app.stream.loop_lag import LoopLag
 from app.stream.offsets import WorkerFaustApp
 from app.stream.periodic import every
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
 from app.stream.repartition import Repartitioner
+from app.stream.task_dump import install_task_dump
 from topics import (
     CUSTOMERS,
     FEATURE_SPECS,
@@ -179,34 +179,6 @@ class CommitSensor(Sensor):
         return super().on_commit_initiated(consumer)
 
 
-def _join_gate(app: faust.App, customers: str, transactions: str) -> JoinGate:
-    """The worker's JoinGate over the consumer's fetch positions (co-partitioned topics)."""
-    tps: dict[tuple[str, int], TP] = {}
-
-    def tp_of(topic: str, partition: int) -> TP:
-        tp = tps.get((topic, partition))
-        if tp is None:
-            tp = tps[(topic, partition)] = TP(topic, partition)
-        return tp
-
-    def end(topic: str) -> Any:
-        def highwater(partition: int) -> int | None:
-            try:
-                return app.consumer.highwater(tp_of(topic, partition))
-            except AssertionError:  # not assigned here: nothing to wait for
-                return 0
-
-        return highwater
-
-    def customers_start(partition: int) -> int | None:
-        # Faust's committed offset of the partition, set when it was assigned (next offset)
-        committed: Any = app.consumer._committed_offset  # type: ignore[attr-defined]
-        return committed.get(tp_of(customers, partition))  # type: ignore[no-any-return]
-
-    return JoinGate(end(customers), customers_start, end(transactions), JOIN_HOLD_S,
-                    JOIN_MAX_WAIT_S)  # fmt: skip
-
-
 def create_worker_app(
     settings: Settings,
     spec: FeatureSpec,
@@ -265,7 +237,8 @@ def create_worker_app(
     customers_name = namespaced(CUSTOMERS, ns)
     customers = app.topic(customers_name, key_serializer="raw", value_serializer="raw")
     transactions_name = namespaced(TRANSACTIONS, ns)
-    gate = handle.gate = _join_gate(app, customers_name, transactions_name)
+    gate = handle.gate = join_gate(app, customers_name, transactions_name, JOIN_HOLD_S,
+                                   JOIN_MAX_WAIT_S)  # fmt: skip
     transactions = app.topic(transactions_name, key_serializer="raw", value_serializer="raw")
     handle.metrics = WorkerMetrics([namespaced(CUSTOMERS, ns), transactions_name])
     # records on a partition their key does not hash to (app.stream.repartition)
@@ -502,6 +475,7 @@ def create_worker_app(
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_loop_lag() -> None:
+        install_task_dump(asyncio.get_running_loop())  # kill -USR1: where is it waiting?
         await handle.loop_lag.run()
 
     @app.timer(interval=FULL_GC_INTERVAL_S)  # type: ignore[untyped-decorator]
