@@ -49,6 +49,30 @@ def _ensure_changelogs(settings: Any) -> None:
         raise fail(f"worker changelogs: {exc}") from None
 
 
+def _run_pipeline_worker(settings: Any, ref: str, worker_id: str, loglevel: str) -> None:
+    """``fedstream worker --pipeline <module or file>`` (app/stream/pipeline_worker.py)."""
+    from faust.worker import Worker
+
+    from app.cli_support import fail
+    from app.pipeline.load import PipelineError, load_pipeline
+    from app.pipeline.spec import pipeline_spec
+    from app.stream.pipeline_worker import create_pipeline_worker_app
+
+    try:
+        pipeline = load_pipeline(ref)
+        spec = pipeline_spec(pipeline)
+        handle = create_pipeline_worker_app(settings, pipeline, worker_id)
+    except (PipelineError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    logger.info("worker %s: pipeline %s (%s), spec %s, %d features, broker %s, namespace %r",
+                worker_id, pipeline.name, ref, spec.version, spec.n_features,
+                settings.bootstrap, settings.namespace)  # fmt: skip
+    worker = Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                    logging_config=_logging_config(loglevel))  # fmt: skip
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
 def register(app: typer.Typer, settings_from: Any) -> None:
     """Attach the stream commands to the main CLI."""
 
@@ -74,6 +98,14 @@ def register(app: typer.Typer, settings_from: Any) -> None:
             bool,
             typer.Option(help="Add the UCI credit-card attrs as txn./profile. features."),
         ] = False,
+        pipeline: Annotated[
+            str,
+            typer.Option(
+                envvar="FEDSTREAM_PIPELINE",
+                help="The pipeline to run: fraud (built in), package.module[:attr] or "
+                "file.py[:attr] (app/pipeline/load.py).",
+            ),
+        ] = "fraud",
     ) -> None:
         """Run a stream worker: validate, join in windows, vectorise, emit per-silo batches.
 
@@ -88,6 +120,12 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         require_broker(settings)  # before Faust's imports; aiokafka would retry forever
         _ensure_changelogs(settings)
         from faust.worker import Worker
+
+        from app.pipeline.load import is_builtin
+
+        if not is_builtin(pipeline):
+            _run_pipeline_worker(settings, pipeline, worker_id, loglevel)
+            return
 
         from app.stream.gc_pauses import settle_after_startup
         from app.stream.spec import feature_spec
