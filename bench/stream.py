@@ -174,6 +174,7 @@ def _measure(
     latency_events: int,
     profile: bool,
     work_dir: Path,
+    pipeline: str = "fraud",
 ) -> dict[str, Any]:
     from app.produce import SyntheticBank
     from app.stream.harness import (
@@ -203,7 +204,7 @@ def _measure(
         )
 
     # 1. backlog through one worker
-    args = ["--batch-rows", str(batch_rows), "--batch-ms", str(batch_ms)]
+    args = ["--batch-rows", str(batch_rows), "--batch-ms", str(batch_ms), "--pipeline", pipeline]
     worker = WorkerProcess(bootstrap, ns, work_dir, silos, "bench", args).start()
     spy: subprocess.Popen[bytes] | None = None
     raw_profile = work_dir / "worker.pyspy.txt"
@@ -268,6 +269,7 @@ def _measure(
     top = _profile_summary(raw_profile) if profile and raw_profile.exists() else []
     ratio = sustained / pt["events_per_s"] if pt["events_per_s"] else 0.0
     return {
+        "pipeline": pipeline,
         "events": events,
         "transactions": n_txn,
         "customers": customers,
@@ -296,6 +298,13 @@ def bench_stream_command(
         int, typer.Option(help="Events sent paced for the latency phase (0 = skip).")
     ] = 20_000,
     profile: Annotated[bool, typer.Option(help="Profile the worker with py-spy.")] = False,
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="What the worker runs: fraud (built in, native processor) or a "
+            "pipeline module/file, e.g. app.pipelines.fraud:pipeline (the API's)."
+        ),
+    ] = "fraud",
 ) -> None:
     """Events/s through one stream worker vs a confluent-kafka passthrough; latency."""
     import orjson
@@ -328,6 +337,7 @@ def bench_stream_command(
                 batch_ms=batch_ms,
                 latency_events=latency_events,
                 profile=profile,
+                pipeline=pipeline,
                 work_dir=work,
             )
         finally:

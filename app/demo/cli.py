@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Annotated
 
@@ -59,6 +60,13 @@ def demo_command(
         typer.Option(help="Start the demo's own broker with empty storage (else keep its data)."),
     ] = True,
     live: Annotated[bool, typer.Option(help="Show the live view (only on a terminal).")] = True,
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="Pipeline the worker runs and Flower trains on: fraud (built in), "
+            "package.module[:attr] or file.py[:attr]; other pipelines get no chatbot questions."
+        ),
+    ] = "fraud",
 ) -> None:
     """Run the whole system locally and write a report (the README's first command).
 
@@ -95,7 +103,17 @@ def demo_command(
         preset=preset,
         fresh_broker=fresh,
         live=live,
+        pipeline=pipeline,
     )
+    from app.pipeline.load import PipelineError, is_builtin, load_pipeline
+
+    if not is_builtin(pipeline):
+        try:
+            load_pipeline(pipeline)  # a wrong path fails here, not in the worker's log
+        except PipelineError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(code=1) from None
+        options = dataclasses.replace(options, questions=0)  # its worker has no chatbot
     try:
         out = run_demo(settings, options, console)
     except KeyboardInterrupt:

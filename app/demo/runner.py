@@ -59,6 +59,8 @@ class DemoOptions:
     preset: str = "realistic"
     fresh_broker: bool = True
     live: bool = True
+    pipeline: str = "fraud"
+    """What the worker runs (app/pipeline/load.py); Flower trains on its spec."""
 
 
 @dataclass
@@ -124,6 +126,8 @@ def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: s
         str(options.batch_rows),
         "--batch-ms",
         str(options.batch_ms),
+        "--pipeline",
+        options.pipeline,
     ]
     env = {**os.environ, "FEDSTREAM_MODEL_NAME": model, "FEDSTREAM_NAMESPACE": ""}
     worker = Supervised("worker", lambda: cmd, log, env)  # restarted with backoff if it dies
@@ -271,6 +275,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
     """Run the demo; returns the report directory."""
     from app.demo.finish import write_report
     from app.fl.processes import up
+    from app.fl.spec_source import pipeline_document
     from app.kafka.admin import apply_catalogue, make_admin
     from topics import catalogue
 
@@ -290,6 +295,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
         "idle-backoff-max": 4.0,
         "round-timeout": 60.0,
     }
+    spec = pipeline_document(options.pipeline, settings)  # what the worker will publish
+    run_config.update({"spec-version": spec["version"], "n-features": spec["n_features"]})
     interrupted = False
     try:
         _start_broker(settings, root, options, console, running)

@@ -43,6 +43,31 @@ RunConfigOpt = Annotated[
 ]
 
 
+PipelineOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Train on this pipeline's spec, checked against the one the stream publishes: "
+        "fraud (built in), package.module[:attr] or file.py[:attr]. Default: the spec the "
+        "stream publishes on features.spec.",
+    ),
+]
+
+
+def _pipeline_overrides(settings: Settings, ref: str | None) -> dict[str, Any]:
+    """``spec-version``/``n-features`` of ``--pipeline``; one-line error on a mismatch."""
+    if ref is None:
+        return {}
+    from app.fl.spec_source import SpecMismatch, pipeline_run_config, published_specs
+    from app.pipeline.load import PipelineError
+    from topics import FEATURE_SPECS, namespaced
+
+    published = published_specs(settings.bootstrap, namespaced(FEATURE_SPECS, settings.namespace))
+    try:
+        return pipeline_run_config(ref, settings, published)
+    except (SpecMismatch, PipelineError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
 def _settings(ctx: typer.Context | None, **overrides: Any) -> Settings:
     """Settings from the environment, the root command's flags, then this command's."""
     base: dict[str, Any] = dict(ctx.obj or {}) if ctx is not None else {}
@@ -91,6 +116,7 @@ def fl_up(
             "authentication (by default TLS from the local CA and registered SuperNodes)."
         ),
     ] = False,
+    pipeline: PipelineOpt = None,
 ) -> None:
     """Start a SuperLink and one SuperNode per silo in the background, then `flwr run`.
 
@@ -109,6 +135,7 @@ def fl_up(
     except FLConfigError as exc:
         raise _fail(str(exc)) from None
     require_broker(settings)
+    overrides = {**_pipeline_overrides(settings, pipeline), **overrides}
     try:
         dep = up(
             data_dir=settings.data_dir,
@@ -265,6 +292,7 @@ def baseline_command(
             "or use every frame on the silo topics.",
         ),
     ] = True,
+    pipeline: PipelineOpt = None,
 ) -> None:
     """Train the same model centrally on all silos' batches pooled (prequential reference)."""
     from app.cli_support import require_broker
@@ -277,8 +305,9 @@ def baseline_command(
     require_broker(settings)
     try:
         cfg = FLConfig.from_run_config(
-            {**DEFAULTS, "model-name": settings.model_name, **_overrides(run_config)}
-        )
+            {**DEFAULTS, "model-name": settings.model_name,
+             **_pipeline_overrides(settings, pipeline), **_overrides(run_config)}
+        )  # fmt: skip
     except FLConfigError as exc:
         raise _fail(str(exc)) from None
     spec_version, n_features = resolve_spec(cfg)

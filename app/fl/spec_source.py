@@ -13,10 +13,16 @@ from typing import Any
 
 import orjson
 
-from app.features.spec import FeatureSpec, spec_mismatch
+from app.features.spec import FeatureSpec, describe_spec, spec_mismatch
 from topics import FEATURE_SPECS
 
-__all__ = ["choose_spec", "published_specs"]
+__all__ = [
+    "SpecMismatch",
+    "choose_spec",
+    "pipeline_document",
+    "pipeline_run_config",
+    "published_specs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +59,49 @@ def choose_spec(version: str, n_features: int, published: list[dict[str, Any]]) 
             return str(doc["version"]), int(doc["n_features"])
     default = FeatureSpec()
     return version or default.version, n_features or default.n_features
+
+
+class SpecMismatch(ValueError):
+    """The chosen pipeline's spec is not the one the stream publishes (one line)."""
+
+
+def pipeline_document(ref: str, settings: Any) -> dict[str, Any]:
+    """The spec document of the pipeline ``ref`` names (built in: from ``settings``)."""
+    from app.pipeline.load import is_builtin, load_pipeline
+
+    if is_builtin(ref):
+        from app.stream.spec import feature_spec
+
+        return feature_spec(settings).document()
+    from app.pipeline.spec import pipeline_spec
+
+    spec = pipeline_spec(load_pipeline(ref))
+    return {**spec.to_dict(), "n_features": spec.n_features}
+
+
+def pipeline_run_config(ref: str, settings: Any, published: list[dict[str, Any]]) -> dict[str, Any]:
+    """``spec-version`` and ``n-features`` of pipeline ``ref`` for the run config.
+
+    Raises
+    ------
+    SpecMismatch
+        When the stream publishes specs and none is this pipeline's (names both).
+    app.pipeline.load.PipelineError
+        When ``ref`` names no pipeline.
+    """
+    doc = pipeline_document(ref, settings)
+    if published and not any(p.get("version") == doc["version"] for p in published):
+        raise SpecMismatch(
+            f"feature spec mismatch: pipeline {ref} gives {describe_spec(doc)}, but the "
+            f"stream publishes {describe_spec(published[-1])} on features.spec"
+        )
+    out: dict[str, Any] = {"spec-version": doc["version"], "n-features": doc["n_features"]}
+    from app.pipeline.load import is_builtin, load_pipeline
+
+    federation = None if is_builtin(ref) else load_pipeline(ref).federation
+    if federation is not None:  # the pipeline's model and strategy (built in: the defaults)
+        hidden = getattr(federation.model, "hidden", None)
+        if hidden:
+            out["hidden"] = ",".join(str(int(h)) for h in hidden)
+        out["strategy"] = federation.strategy
+    return out

@@ -154,11 +154,16 @@ class WorkerProcess:
             self.proc.kill()
             return self.proc.wait(10)
 
-    def dump_tasks(self, settle_s: float = 1.0) -> None:
-        """Have a running worker log its asyncio task stacks (app.stream.task_dump)."""
-        if self.alive() and self.proc is not None:
-            self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(settle_s)
+    def dump_tasks(self, settle_s: float = 2.0) -> str:
+        """Have a running worker log where it waits (app.stream.task_dump); returns that
+        part of its log (empty if it is not running)."""
+        if not self.alive() or self.proc is None:
+            return ""
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(settle_s)
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        at = text.rfind("task dump:")
+        return "" if at < 0 else "\n" + text[at:]
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
@@ -268,9 +273,8 @@ def wait_committed(
             if worker is not None:
                 worker.check_alive()
             if time.monotonic() - start > timeout_s:
-                if worker is not None:
-                    worker.dump_tasks()  # its log then says where it waits
-                raise TimeoutError(f"group {group} committed {done}, wanted {target}")
+                dump = worker.dump_tasks() if worker is not None else ""
+                raise TimeoutError(f"group {group} committed {done}, wanted {target}{dump}")
             time.sleep(0.2)
     finally:
         consumer.close()

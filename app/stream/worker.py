@@ -179,6 +179,11 @@ class CommitSensor(Sensor):
         return super().on_commit_initiated(consumer)
 
 
+def _consumer_loop(app: faust.App) -> Any:
+    """The event loop of Faust's consumer thread, if it runs one."""
+    return getattr(getattr(app.consumer, "_thread", None), "thread_loop", None)
+
+
 def create_worker_app(
     settings: Settings,
     spec: FeatureSpec,
@@ -475,7 +480,8 @@ def create_worker_app(
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_loop_lag() -> None:
-        install_task_dump(asyncio.get_running_loop())  # kill -USR1: where is it waiting?
+        # kill -USR1: where it waits (also the consumer thread's own loop)
+        install_task_dump(asyncio.get_running_loop(), lambda: [_consumer_loop(app)])
         await handle.loop_lag.run()
 
     @app.timer(interval=FULL_GC_INTERVAL_S)  # type: ignore[untyped-decorator]
