@@ -100,7 +100,11 @@ class FLDeployment:
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "state.json").write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        # Atomic: `up` and the supervisor read it while the other writes (a plain write_text
+        # let a reader see an empty file: JSONDecodeError in `fl up` under load).
+        tmp = self.root / f"state.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        os.replace(tmp, self.root / "state.json")
 
     @classmethod
     def load(cls, data_dir: Path) -> FLDeployment | None:

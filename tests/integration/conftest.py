@@ -40,3 +40,27 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def unique() -> str:
     """A short unique suffix for topic and group names of one test."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[str]:
+    """A broker of this test alone, started now (no group or topic on it yet)."""
+    cache = Path(os.environ.get("FEDSTREAM_CACHE_DIR", default_cache_dir()))
+    broker = LocalBroker(tmp_path / "own-kafka", cache, port=free_port(),
+                         controller_port=free_port())  # fmt: skip
+    broker.start(timeout_s=180)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Path]:
+    """The data dir of a local Flower deployment that is torn down whatever happens."""
+    from tests.integration.fl_support import tear_down
+
+    try:
+        yield tmp_path
+    finally:
+        tear_down(tmp_path)

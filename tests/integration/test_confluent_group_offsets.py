@@ -15,19 +15,11 @@ the pin of confluent-kafka in pyproject.toml can be lifted.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import confluent_kafka
-import pytest
-
-from app.kafka.broker import LocalBroker
-from app.ports import free_port
-from app.settings import default_cache_dir
 
 ADMIN_CALL = """
 import sys
@@ -45,17 +37,6 @@ from app.ops.offsets import KafkaReader
 with KafkaReader(sys.argv[1]) as reader:
     print("committed", reader.committed("fresh-group", [("some.topic", 0)]))
 """
-
-
-@pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[str]:
-    cache = Path(os.environ.get("FEDSTREAM_CACHE_DIR", default_cache_dir()))
-    broker = LocalBroker(tmp_path / "kafka", cache, port=free_port(), controller_port=free_port())
-    broker.start(timeout_s=180)
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.stop()
 
 
 def _call(code: str, bootstrap: str) -> subprocess.CompletedProcess[str]:

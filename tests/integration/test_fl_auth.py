@@ -20,13 +20,10 @@ from pathlib import Path
 
 import pytest
 
-import topics
 from app.fl import processes
-from app.fl.kafka_io import ensure_topics, produce_frames
 from app.fl.pki import ensure_node_keys
-from app.fl.synthetic import synthetic_frames
 from app.ports import free_port
-from tests.integration.test_fl_rounds import _wait_rounds, deployment  # noqa: F401
+from tests.integration.fl_support import run_config, seed_silos, silo_ids, start_flower, wait_rounds
 
 pytestmark = pytest.mark.integration
 
@@ -60,30 +57,19 @@ def test_only_registered_supernodes_join_a_tls_superlink(
     kafka_bootstrap: str,
     unique: str,
     tmp_path_factory: pytest.TempPathFactory,
-    deployment: Path,  # noqa: F811
+    deployment: Path,
 ) -> None:
     # Prepare: one silo with a round of data, Flower up with the defaults (secure)
-    silo = 900 + int(unique[:4], 16) % 40
+    (silo,) = silo_ids(unique, 900, 40)
     spec, model = f"spec-{unique}", f"fl-auth-{unique}"
-    ensure_topics(kafka_bootstrap, [silo])
-    frames = synthetic_frames(silo, spec, ROWS)
-    produce_frames(kafka_bootstrap, topics.silo_batches(silo), str(silo), frames)
-    run_config = {"num-rounds": 0, "min-nodes": 1, "max-rows-per-round": ROWS, "min-rows": 100,
-                  "spec-version": spec, "n-features": 8, "hidden": "8", "model-name": model,
-                  "round-timeout": 30.0, "idle-backoff-max": 1.0}  # fmt: skip
-    dep = processes.up(
-        data_dir=deployment,
-        bootstrap=kafka_bootstrap,
-        silo_ids=[silo],
-        superlink_port=free_port(),
-        supernode_base_port=free_port(),
-        run_config=run_config,
-    )
+    seed_silos(kafka_bootstrap, [silo], spec, ROWS)
+    dep = start_flower(deployment, kafka_bootstrap, [silo], run_config(spec, model,
+                       max_rows_per_round=ROWS))  # fmt: skip
     port = dep.superlink_port
     pki = deployment / "pki"
 
     # Assert: the registered node trains; the CLI trusts the CA; keys are private; no telemetry
-    _wait_rounds(kafka_bootstrap, model, 1, timeout_s=120)
+    wait_rounds(kafka_bootstrap, model, 1, timeout_s=120)
     assert dep.secure and len(_online_nodes(deployment)) == 1
     conn = tomllib.loads((deployment / "fl" / "flwr-home" / "config.toml").read_text())
     entry = conn["superlink"][processes.CONNECTION]

@@ -23,16 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
 
-import topics
 from app.fl import processes
 from app.fl.fault_hooks import HOLD_DIR_ENV, HOLD_SILO_ENV
-from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics, silo_group
+from app.fl.kafka_io import read_metrics
 from app.fl.supervisor import request, wait_for
-from app.fl.synthetic import synthetic_frames
-from app.kafka.clients import make_consumer
 from app.ports import free_port
+from tests.integration.fl_support import (
+    committed_frames,
+    run_config,
+    seed_silos,
+    silo_ids,
+    start_flower,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +50,6 @@ def aggregated_rows(docs: list[dict[str, Any]], silo: int) -> int:
         for d in docs
         if silo in d.get("aggregated_silos", []) and str(silo) in d["silos"]
     )
-
-
-def committed(bootstrap: str, model: str, silo: int) -> int:
-    consumer = make_consumer(bootstrap, silo_group(model, silo))
-    try:
-        tp = TopicPartition(topics.silo_batches(silo), 0)
-        return int(consumer.committed([tp], timeout=10)[0].offset)
-    finally:
-        consumer.close()
 
 
 def wait_until(check: Any, timeout_s: float, what: str) -> Any:
@@ -81,75 +75,50 @@ def hold_env(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_node_killed_after_reply_loses_no_row(
-    kafka_bootstrap: str, unique: str, tmp_path: Path, hold_env: Path
+    kafka_bootstrap: str, unique: str, deployment: Path, hold_env: Path
 ) -> None:
     # Prepare: two silos with three rounds of rows each; silo A's first ClientApp holds
-    base = 1000 + int(unique[:4], 16) % 8000
-    silo_a, silo_b = base, base + 1
+    silo_a, silo_b, silo_c = silo_ids(unique, 1000, 8000, n=3)  # silo C joins later
     spec, model = f"spec-{unique}", f"fl-loss-{unique}"
-    ensure_topics(kafka_bootstrap, [silo_a, silo_b])
-    for silo in (silo_a, silo_b):
-        frames = synthetic_frames(silo, spec, ROWS, frame_rows=250)
-        produce_frames(kafka_bootstrap, topics.silo_batches(silo), str(silo), frames)
+    seed_silos(kafka_bootstrap, [silo_a, silo_b], spec, ROWS, frame_rows=250)
     os.environ[HOLD_SILO_ENV] = str(silo_a)
-    run_config = {
-        "num-rounds": 0, "min-nodes": 1, "max-rows-per-round": ROWS_PER_ROUND,
-        "min-rows": 100, "local-epochs": 1, "batch-size": 64, "spec-version": spec,
-        "n-features": 8, "hidden": "8", "model-name": model, "round-timeout": 12.0,
-        "idle-backoff-max": 1.0,
-    }  # fmt: skip
-    data_dir = tmp_path / "deploy"
-    try:
-        dep = processes.up(
-            data_dir=data_dir,
-            bootstrap=kafka_bootstrap,
-            silo_ids=[silo_a, silo_b],
-            superlink_port=free_port(),
-            supernode_base_port=free_port(span=2),
-            run_config=run_config,
-            insecure=True,  # fl add-silo does not register keys for TLS deployments yet
-        )
-        os.environ.pop(HOLD_SILO_ENV)  # restarted processes run without the hook
+    config = run_config(spec, model, max_rows_per_round=ROWS_PER_ROUND, local_epochs=1,
+                        batch_size=64, round_timeout=12.0)  # fmt: skip
+    data_dir = deployment  # torn down, logs printed, by the fixture
+    # fl add-silo does not register keys for TLS deployments yet: plaintext
+    dep = start_flower(data_dir, kafka_bootstrap, [silo_a, silo_b], config, insecure=True)
+    os.environ.pop(HOLD_SILO_ENV)  # restarted processes run without the hook
 
-        # Execute: wait for the held reply, then kill that node (SuperNode + runtime)
-        marker = hold_env / f"held-{silo_a}.json"
-        wait_until(marker.exists, 120, "silo A's ClientApp reaching the hook")
-        held = json.loads(marker.read_text())
-        node = dep.supernodes[str(silo_a)]
-        for pid in (node["runtime_pid"], node["pid"]):
-            os.kill(pid, signal.SIGKILL)
-        killed_at = time.time()
+    # Execute: wait for the held reply, then kill that node (SuperNode + runtime)
+    marker = hold_env / f"held-{silo_a}.json"
+    wait_until(marker.exists, 120, "silo A's ClientApp reaching the hook")
+    held = json.loads(marker.read_text())
+    node = dep.supernodes[str(silo_a)]
+    for pid in (node["runtime_pid"], node["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
 
-        def everything_in() -> list[dict[str, Any]] | None:
-            docs = read_metrics(kafka_bootstrap, model)
-            rows = [aggregated_rows(docs, s) for s in (silo_a, silo_b)]
-            return docs if rows == [ROWS, ROWS] else None
+    def everything_in() -> list[dict[str, Any]] | None:
+        docs = read_metrics(kafka_bootstrap, model)
+        rows = [aggregated_rows(docs, s) for s in (silo_a, silo_b)]
+        return docs if rows == [ROWS, ROWS] else None
 
-        docs = wait_until(everything_in, 180, "every row of both silos aggregated")
-        ends = wait_until(
-            lambda: all(committed(kafka_bootstrap, model, s) == ROWS // 250
-                        for s in (silo_a, silo_b)),
-            60, "committed offsets at the topic ends",
-        )  # fmt: skip
-        st = processes.status(data_dir, with_metrics=False)
+    docs = wait_until(everything_in, 180, "every row of both silos aggregated")
+    ends = wait_until(
+        lambda: all(committed_frames(kafka_bootstrap, model, s) == ROWS // 250
+                    for s in (silo_a, silo_b)),
+        60, "committed offsets at the topic ends",
+    )  # fmt: skip
+    st = processes.status(data_dir, with_metrics=False)
 
-        # Execute: a third silo is added to the running deployment by command
-        silo_c = base + 2
-        ensure_topics(kafka_bootstrap, [silo_c])
-        frames = synthetic_frames(silo_c, spec, ROWS_PER_ROUND, frame_rows=250)
-        produce_frames(kafka_bootstrap, topics.silo_batches(silo_c), str(silo_c), frames)
-        request(data_dir, "add", silo_c, port=free_port())
-        added_pid = wait_for(data_dir, silo_c, None)
-        wait_until(
-            lambda: aggregated_rows(read_metrics(kafka_bootstrap, model), silo_c) == ROWS_PER_ROUND,
-            120, "the added silo's rows aggregated",
-        )  # fmt: skip
-    finally:
-        logs = data_dir / "fl" / "logs"
-        processes.down(data_dir)
-        for log in sorted(logs.glob("*.log")) if logs.exists() else []:
-            tail = log.read_text(errors="replace").splitlines()[-25:]
-            print(f"--- {log.name}\n" + "\n".join(tail))
+    # Execute: a third silo is added to the running deployment by command
+    seed_silos(kafka_bootstrap, [silo_c], spec, ROWS_PER_ROUND, frame_rows=250)
+    request(data_dir, "add", silo_c, port=free_port())
+    added_pid = wait_for(data_dir, silo_c, None)
+    wait_until(
+        lambda: aggregated_rows(read_metrics(kafka_bootstrap, model), silo_c) == ROWS_PER_ROUND,
+        120, "the added silo's rows aggregated",
+    )  # fmt: skip
 
     # Assert: the held round's rows were never committed by the dead node, yet trained later
     assert held["rows"] == ROWS_PER_ROUND

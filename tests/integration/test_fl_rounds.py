@@ -7,62 +7,23 @@ rows; a restarted ServerApp resumes from the published model.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
 
 import topics
 from app.fl import processes
-from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics, read_models, silo_group
+from app.fl.kafka_io import produce_frames, read_metrics, read_models, silo_group
 from app.fl.synthetic import synthetic_frames
 from app.kafka.clients import make_consumer
 from app.model.frame import decode_model
-from app.ports import free_port
+from tests.integration.fl_support import run_config, seed_silos, silo_ids, start_flower, wait_rounds
 
 pytestmark = pytest.mark.integration
 
 ROWS_PER_ROUND = 1000
-
-
-def _wait_rounds(bootstrap: str, model: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    docs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        docs = read_metrics(bootstrap, model)
-        if len(docs) >= n:
-            return docs
-        time.sleep(2)
-    raise AssertionError(f"only {len(docs)} of {n} rounds published in {timeout_s:.0f} s")
-
-
-def _dump_runtime_stacks(data_dir: Path) -> None:
-    """Ask each warm runtime to log its threads' stacks (shows where a stuck task waits)."""
-    dep = processes.FLDeployment.load(data_dir)
-    for name, pid in (dep.pids() if dep else {}).items():
-        if name.startswith("runtime-"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGUSR1)
-    time.sleep(0.5)
-
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Path]:
-    """The data dir of a local Flower deployment that is torn down whatever happens."""
-    try:
-        yield tmp_path
-    finally:
-        _dump_runtime_stacks(tmp_path)
-        processes.down(tmp_path)
-        for log in sorted((tmp_path / "fl" / "logs").glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-40:]
-            print(f"--- {log.name}\n" + "\n".join(tail))
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm-runtime", "process-per-message"])
@@ -70,40 +31,16 @@ def test_rounds_publish_learn_isolate_and_resume(
     kafka_bootstrap: str, unique: str, deployment: Path, warm: bool
 ) -> None:
     # Prepare: two silos with learnable, shifted data for 3 rounds each
-    base = 100 + int(unique[:4], 16) % 800
-    silos = [base, base + 1]
+    silos = silo_ids(unique, 100, 800, n=2)
     spec, model = f"spec-{unique}", f"fl-test-{unique}"
-    ensure_topics(kafka_bootstrap, silos)
-    for silo in silos:
-        frames = synthetic_frames(silo, spec, 3 * ROWS_PER_ROUND, frame_rows=250)
-        produce_frames(kafka_bootstrap, topics.silo_batches(silo), str(silo), frames)
-    run_config = {
-        "num-rounds": 0,
-        "min-nodes": 2,
-        "max-rows-per-round": ROWS_PER_ROUND,
-        "min-rows": 100,
-        "local-epochs": 5,
-        "lr": 0.01,
-        "batch-size": 64,
-        "spec-version": spec,
-        "n-features": 8,
-        "hidden": "16,8",
-        "model-name": model,
-        "round-timeout": 60.0,
-        "idle-backoff-max": 2.0,
-    }
+    seed_silos(kafka_bootstrap, silos, spec, 3 * ROWS_PER_ROUND, frame_rows=250)
+    config = run_config(spec, model, min_nodes=2, max_rows_per_round=ROWS_PER_ROUND,
+                        local_epochs=5, lr=0.01, batch_size=64, hidden="16,8",
+                        round_timeout=60.0, idle_backoff_max=2.0)  # fmt: skip
 
     # Execute: deploy, let 3 rounds run continuously
-    dep = processes.up(
-        data_dir=deployment,
-        bootstrap=kafka_bootstrap,
-        silo_ids=silos,
-        superlink_port=free_port(),
-        supernode_base_port=free_port(span=2),
-        run_config=run_config,
-        warm_clients=warm,
-    )
-    first = _wait_rounds(kafka_bootstrap, model, 3, timeout_s=120)
+    dep = start_flower(deployment, kafka_bootstrap, silos, config, warm_clients=warm)
+    first = wait_rounds(kafka_bootstrap, model, 3, timeout_s=120)
 
     # Assert: increasing rounds, learning, isolation, no raw rows
     assert [d["round"] for d in first[:3]] == [1, 2, 3]
@@ -140,11 +77,11 @@ def test_rounds_publish_learn_isolate_and_resume(
     processes.stop_run(dep, dep.run_ids[-1])
     time.sleep(2)
     restart_from = len(read_metrics(kafka_bootstrap, model))
-    dep.run_ids.append(processes.submit_run(dep, {**run_config, "bootstrap": kafka_bootstrap}))
+    dep.run_ids.append(processes.submit_run(dep, {**config, "bootstrap": kafka_bootstrap}))
     for silo in silos:
         frames = synthetic_frames(silo, spec, ROWS_PER_ROUND, frame_rows=250, seed=7)
         produce_frames(kafka_bootstrap, topics.silo_batches(silo), str(silo), frames)
-    after = _wait_rounds(kafka_bootstrap, model, restart_from + 1, timeout_s=90)
+    after = wait_rounds(kafka_bootstrap, model, restart_from + 1, timeout_s=90)
 
     # Assert: the new ServerApp continued the round numbers and the learned model
     resumed = after[restart_from]

@@ -19,8 +19,7 @@ from app.fl import processes
 from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics
 from app.fl.synthetic import synthetic_frames
 from app.fl.warm_runtime import run_task
-from app.ports import free_port
-from tests.integration.test_fl_rounds import _wait_rounds, deployment  # noqa: F401
+from tests.integration.fl_support import run_config, seed_silos, silo_ids, start_flower, wait_rounds
 
 pytestmark = pytest.mark.integration
 
@@ -52,36 +51,16 @@ def _recreate(bootstrap: str, silo: int) -> None:
 def test_failed_round_keeps_the_runtime_serving(
     kafka_bootstrap: str,
     unique: str,
-    deployment: Path,  # noqa: F811
+    deployment: Path,
 ) -> None:
     # Prepare: one silo with one round of data
-    silo = 950 + int(unique[:4], 16) % 40
+    (silo,) = silo_ids(unique, 950, 40)
     spec, model = f"spec-{unique}", f"fl-warm-{unique}"
     topic = topics.silo_batches(silo)
-    ensure_topics(kafka_bootstrap, [silo])
-    produce_frames(kafka_bootstrap, topic, str(silo), synthetic_frames(silo, spec, ROWS))
-    run_config = {
-        "num-rounds": 0,
-        "min-nodes": 1,
-        "max-rows-per-round": ROWS,
-        "min-rows": 100,
-        "spec-version": spec,
-        "n-features": 8,
-        "hidden": "8",
-        "model-name": model,
-        "round-timeout": 30.0,
-        "idle-backoff-max": 1.0,
-    }
-    dep = processes.up(
-        data_dir=deployment,
-        bootstrap=kafka_bootstrap,
-        silo_ids=[silo],
-        superlink_port=free_port(),
-        supernode_base_port=free_port(),
-        run_config=run_config,
-    )
+    seed_silos(kafka_bootstrap, [silo], spec, ROWS)
+    dep = start_flower(deployment, kafka_bootstrap, [silo], run_config(spec, model))
     assert "runtime_pid" in dep.supernodes[str(silo)]
-    _wait_rounds(kafka_bootstrap, model, 1, timeout_s=90)
+    wait_rounds(kafka_bootstrap, model, 1, timeout_s=90)
     log = deployment / "fl" / "logs" / f"runtime-{silo}.log"
 
     # Execute: a task the SuperNode withdrew (its token is refused, as after a run stops)
@@ -96,7 +75,7 @@ def test_failed_round_keeps_the_runtime_serving(
     _wait_for(lambda: "task failed" in log.read_text(), "a failed task", timeout_s=60)
     _recreate(kafka_bootstrap, silo)
     produce_frames(kafka_bootstrap, topic, str(silo), synthetic_frames(silo, spec, ROWS, seed=3))
-    docs = _wait_rounds(kafka_bootstrap, model, 2, timeout_s=90)
+    docs = wait_rounds(kafka_bootstrap, model, 2, timeout_s=90)
 
     # Assert: the same runtime process failed one task, then trained round 2
     text = log.read_text()
