@@ -1,11 +1,16 @@
 """``fedstream exporter``: Prometheus metrics of the federated side and the lags, from Kafka.
 
-The ServerApp runs as a new process per Flower run and ClientApps inside each silo's
-runtime, so their own counters would restart with them. Everything an operator charts
-about training is published on Kafka anyway: each round's document on ``fl.metrics``
-(round wall time, participation, prequential ROC AUC, model round) and the consumer
-groups' offsets (worker lag, rows each silo has not trained on yet). The exporter follows
-them and serves the gauges on one port, wherever it runs.
+The ServerApp runs as a new process per Flower run (``flwr run``; a new one after every
+restart) and ClientApps inside each silo's runtime (or one process per message with
+Flower's stock SuperExec), so counters of their own would restart with them and Prometheus
+would have to discover short-lived processes inside Flower's runtimes. Everything an
+operator charts about training is published on Kafka anyway: each round's document on
+``fl.metrics`` (round wall time, participation, prequential ROC AUC global and per silo,
+model round, rows each silo read and trained, whole-run rows) and the consumer groups'
+offsets (worker lag, rows each silo has not trained on yet). The exporter follows them and
+serves the gauges on one port, wherever it runs; it survives Flower restarts and sees
+every silo from one place. Each warm silo runtime serves its own task counters too
+(``python -m app.fl.warm_runtime --metrics-port``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,13 @@ def observe_round(fl: dict[str, Any] | None) -> None:
     for silo, value in silos.items():
         if isinstance(value, int | float):
             metrics.PREQUENTIAL_AUC.labels(scope=f"silo {silo}").set(value)
+    for silo, rows in (fl.get("silo_rows") or {}).items():
+        for kind in ("read", "trained"):
+            if isinstance(rows.get(kind), int):
+                metrics.ROUND_SILO_ROWS.labels(silo=silo, kind=kind).set(rows[kind])
+    for silo, entry in ((fl.get("whole_run") or {}).get("silos") or {}).items():
+        if isinstance((entry or {}).get("rows"), int):
+            metrics.RUN_SILO_ROWS.labels(silo=silo).set(entry["rows"])
 
 
 def observe_status(doc: dict[str, Any]) -> None:

@@ -33,7 +33,9 @@ __all__ = [
     "PARTICIPATION",
     "PREQUENTIAL_AUC",
     "ROUND_SECONDS",
+    "ROUND_SILO_ROWS",
     "ROWS_WAITING",
+    "RUN_SILO_ROWS",
     "RUNTIME_TASKS",
     "RUNTIME_TASK_SECONDS",
     "dead_letter",
@@ -86,6 +88,13 @@ PREQUENTIAL_AUC = Gauge(
     "Prequential ROC AUC of the latest round (scope: global or silo id)",
     ["scope"],
 )
+ROUND_SILO_ROWS = Gauge(
+    "fedstream_round_silo_rows",
+    "Rows of a silo in the latest round: read (scored first) and trained (its weight)",
+    ["silo", "kind"],
+)
+RUN_SILO_ROWS = Gauge("fedstream_run_silo_rows", "Rows a silo scored over the whole run",
+                      ["silo"])  # fmt: skip
 FL_ROUND = Gauge("fedstream_fl_round", "Newest federated round published on fl.metrics")
 GROUP_LAG = Gauge("fedstream_group_lag", "Committed offset behind the end, per partition",
                   ["group", "topic", "partition"])  # fmt: skip

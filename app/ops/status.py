@@ -150,6 +150,10 @@ def _federated(reader: KafkaReader, settings: Settings, partitions: int) -> dict
         "round_seconds": doc.get("round_seconds"),
         "global": doc.get("global"),
         "silos": {s: (v or {}).get("roc_auc") for s, v in silos.items()},
+        "silo_rows": {
+            s: {"read": (v or {}).get("rows"), "trained": (v or {}).get("examples")}
+            for s, v in silos.items()
+        },
         "participation": doc.get("participation"),
         "idle_silos": doc.get("idle_silos"),
         "whole_run": doc.get("whole_run"),

@@ -40,6 +40,20 @@ def test_round_gauges_from_a_round_document() -> None:
     assert REGISTRY.get_sample_value("fedstream_round_silos", {"state": "replied"}) == 2
 
 
+def test_per_silo_rows_of_the_round_and_the_run() -> None:
+    # Execute: a status document's federated part (round 3: silo 5 read 40 rows, trained 40)
+    observe_round({"round": 3, "silos": {"5": 0.6, "6": None},
+                   "silo_rows": {"5": {"read": 40, "trained": 40}, "6": {"read": 7, "trained": 0}},
+                   "whole_run": {"silos": {"5": {"rows": 90}, "6": {"rows": 7}}}})  # fmt: skip
+
+    # Assert
+    get = REGISTRY.get_sample_value
+    assert get("fedstream_round_silo_rows", {"silo": "5", "kind": "read"}) == 40
+    assert get("fedstream_round_silo_rows", {"silo": "6", "kind": "trained"}) == 0
+    assert get("fedstream_run_silo_rows", {"silo": "5"}) == 90
+    assert get("fedstream_prequential_roc_auc", {"scope": "silo 6"}) is None  # no AUC: no gauge
+
+
 def test_dashboard_and_scrape_config_name_real_metrics() -> None:
     import json
     import re
