@@ -183,14 +183,14 @@ def test_parse_customer_rejects_bad_input_with_a_reason(raw: bytes, reason_part:
 
 def test_non_finite_numbers_are_rejected_even_if_the_json_layer_let_them_through() -> None:
     # Prepare: orjson never yields NaN, so exercise the check through the number helper
-    from app.features import validation
+    from app.features.json_checks import attrs_field, number
 
     # Execute / Assert
     for bad in (float("nan"), float("inf"), float("-inf")):
         with pytest.raises(InvalidRecord, match="finite"):
-            validation._num(bad, "x", 0.0, None)
+            number(bad, "x", 0.0, None)
         with pytest.raises(InvalidRecord, match="finite"):
-            validation._attrs({"a": bad})
+            attrs_field({"a": bad})
 
 
 def test_oversized_records_are_rejected_before_parsing() -> None:
