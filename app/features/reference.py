@@ -45,7 +45,7 @@ from app.features.validation import (
     parse_transaction,
 )
 from app.features.vectorize import join_transaction
-from app.features.windows import decode_state, encode_state
+from app.features.window_state import decode_state, encode_state
 
 __all__ = ["Event", "ReferenceOutput", "run_reference", "run_reference_phases"]
 

@@ -48,7 +48,8 @@ from app.features.validation import (
     parse_transaction,
 )
 from app.features.vectorize import join_transaction
-from app.features.windows import CustomerWindows, WindowFeatures, decode_state, encode_state
+from app.features.window_state import decode_state, encode_state
+from app.features.windows import CustomerWindows, WindowFeatures
 
 __all__ = [
     "InvalidRecord",

@@ -9,6 +9,7 @@ from dataclasses import fields
 import pytest
 
 from app.features.records import Transaction
+from app.features.window_state import decode_state, encode_state
 from app.features.windows import (
     AGGREGATORS,
     Count,
@@ -19,8 +20,6 @@ from app.features.windows import (
     WindowConfig,
     WindowFeatures,
     activity_summary,
-    decode_state,
-    encode_state,
     snapshot,
     update,
 )

@@ -279,7 +279,8 @@ def test_one_event_far_ahead_erases_no_window_and_no_gap() -> None:
 
 def test_a_repeated_txn_id_never_counts_twice_and_changes_nothing() -> None:
     from app.features.vectorize import join_transaction
-    from app.features.windows import CustomerWindows, encode_state
+    from app.features.window_state import encode_state
+    from app.features.windows import CustomerWindows
 
     state = CustomerWindows()
     _hourly(state, 3, NOW - 5 * 3600)
@@ -305,7 +306,7 @@ def test_a_transaction_older_than_the_pruned_history_is_refused() -> None:
 
 
 def test_version_1_window_states_are_still_read() -> None:
-    from app.features.windows import decode_state
+    from app.features.window_state import decode_state
 
     v1 = orjson.dumps([1, 7300.0, 2, 30.0, [[3600, 1, 10.0, 10.0, ["a"], ["DE"]],
                                             [7200, 1, 20.0, 20.0, ["b"], ["FR"]]]])  # fmt: skip

@@ -28,7 +28,8 @@ from app.features.validation import (
     parse_transaction,
 )
 from app.features.vectorize import join_transaction
-from app.features.windows import CustomerWindows, decode_state, encode_state
+from app.features.window_state import decode_state, encode_state
+from app.features.windows import CustomerWindows
 from app.stream.processor import StoredState, decode_stored_state, encode_stored_state
 from tests.hostile_corpus import GOOD, NOW, dumps
 
