@@ -67,6 +67,17 @@ def _root(
             min=0.1, help="Seconds to wait for the broker \\[env FEDSTREAM_CONNECT_TIMEOUT_S]."
         ),
     ] = None,
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            help="Act on Kafka as this principal (admin, worker, bank, fl-server, silo-<id>, "
+            "tenant-<t>) \\[env FEDSTREAM_KAFKA_PRINCIPAL]."
+        ),
+    ] = None,
+    kafka_config: Annotated[
+        Path | None,
+        typer.Option(help="A principal's Kafka client config file \\[env FEDSTREAM_KAFKA_CONFIG]."),
+    ] = None,
 ) -> None:
     from app.kafka.reach import set_client_log_level
 
@@ -79,8 +90,25 @@ def _root(
     if log_level.upper() == "DEBUG":  # app.model quiets JAX's TPU probe line otherwise
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.DEBUG)
     flags = {"bootstrap_servers": bootstrap, "silos": silos, "data_dir": data_dir,
-             "connect_timeout_s": timeout}  # fmt: skip
+             "connect_timeout_s": timeout, "kafka_principal": principal,
+             "kafka_config": kafka_config}  # fmt: skip
     ctx.obj = {k: v for k, v in flags.items() if v is not None}
+    _act_as(ctx.obj, _COMMAND_PRINCIPALS.get(ctx.invoked_subcommand or "", "admin"))
+
+
+# Whom a command acts as on Kafka unless --principal/--kafka-config say otherwise
+# (`ask` acts as its --tenant's principal, app.stream.chat_cli).
+_COMMAND_PRINCIPALS = {"worker": "worker", "produce": "bank"}
+
+
+def _act_as(flags: dict[str, Any], default: str) -> None:
+    """Choose once, at the edge, the principal this process's Kafka clients act as."""
+    from app.kafka.security import use
+
+    try:
+        use(Settings(**flags).kafka_identity(default))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -97,6 +125,7 @@ PortOpt = Annotated[
 
 def _broker(settings: Settings) -> Any:
     from app.kafka.broker import LocalBroker
+    from app.kafka.principals import principal_names
 
     return LocalBroker(
         settings.data_dir,
@@ -105,22 +134,48 @@ def _broker(settings: Settings) -> Any:
         controller_port=settings.controller_port,
         version=settings.kafka_version,
         heap=settings.kafka_heap,
+        secure=not settings.kafka_insecure,
+        principals=principal_names(settings.silo_ids, settings.chat_tenants),
     )
 
 
 @kafka_app.command("start")
-def kafka_start(ctx: typer.Context, port: PortOpt = None) -> None:
-    """Start the local broker in the background (downloads Kafka's jars the first time)."""
+def kafka_start(
+    ctx: typer.Context,
+    port: PortOpt = None,
+    insecure: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure",
+            help="PLAINTEXT, no authentication, no ACLs, topic auto-creation: a throwaway "
+            "broker only \\[env FEDSTREAM_KAFKA_INSECURE].",
+        ),
+    ] = None,
+) -> None:
+    """Start the local broker in the background (downloads Kafka's jars the first time).
+
+    Secure by default: SASL_SSL with SCRAM-SHA-512 (a certificate of the local CA), the
+    StandardAuthorizer with no-ACL-means-deny, no topic auto-creation, one principal per
+    component with its client config in <data-dir>/kafka/clients/ (0600).
+    """
     from app.kafka.broker import BrokerError
 
-    broker = _broker(settings_from(ctx, kafka_port=port))
+    settings = settings_from(ctx, kafka_port=port, kafka_insecure=insecure)
+    broker = _broker(settings)
+    if not broker.secure:
+        console.print(
+            "[bold red]WARNING: insecure Kafka broker[/]: PLAINTEXT, no authentication, no "
+            "ACLs, topics auto-created. Anyone who reaches the port can read every silo's "
+            "data and write any topic. Use it only for throwaway runs."
+        )
     try:
         started, seconds = broker.start()
     except BrokerError as exc:
         raise _fail(str(exc)) from None
+    where = f"credentials: {broker.clients_dir}" if broker.secure else "INSECURE"
     if started:
         console.print(f"Kafka {broker.version} started on {broker.bootstrap} in {seconds:.1f} s "
-                      f"(log: {broker.log})")  # fmt: skip
+                      f"({where}; log: {broker.log})")  # fmt: skip
     else:
         console.print(f"Kafka is already running on {broker.bootstrap} (pid {broker.pid()}).")
 
@@ -143,6 +198,49 @@ def kafka_status(ctx: typer.Context, port: PortOpt = None) -> None:
     console.print(f"Kafka {status.version} on {status.bootstrap}: {state}; log {status.log}")
     if not status.running:
         raise typer.Exit(code=3)
+
+
+@kafka_app.command("configure")
+def kafka_configure(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="The host name clients reach the broker by.")],
+    port: PortOpt = None,
+) -> None:
+    """Write a broker's configuration, certificate and principals' client configs for
+    another host (docker/compose.yaml) without starting it; prints the format arguments."""
+    import shlex
+
+    from app.kafka.broker import LocalBroker
+    from app.kafka.principals import principal_names
+
+    settings = settings_from(ctx, kafka_port=port)
+    broker = LocalBroker(settings.data_dir, settings.cache_dir, port=settings.kafka_port,
+                         controller_port=settings.controller_port,
+                         principals=principal_names(settings.silo_ids, settings.chat_tenants),
+                         host=host)  # fmt: skip
+    args = broker.configure()
+    fmt = broker.home / "format.args"  # holds the initial passwords: 0600
+    fmt.touch(mode=0o600)
+    fmt.write_text(shlex.join(["-c", str(broker.properties), *args]) + "\n")
+    console.print(f"broker config {broker.properties}, client configs in {broker.clients_dir}, "
+                  f"format arguments in {fmt}")  # fmt: skip
+
+
+@kafka_app.command("passwd")
+def kafka_passwd(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Argument(help="The principal whose password changes.")],
+) -> None:
+    """Rotate a principal's SCRAM password (as the admin) and rewrite its client config."""
+    from app.kafka.provision import rotate_password
+
+    settings = settings_from(ctx)
+    require_broker(settings)
+    try:
+        path = rotate_password(settings.bootstrap, principal)
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"new password of {principal} set; its client config: {path}")
 
 
 @kafka_app.command("logs")
@@ -169,14 +267,23 @@ def topics_apply(ctx: typer.Context) -> None:
     specs = catalogue(
         settings.silo_ids, settings.input_partitions, operators=settings.operator_names
     ) + worker_changelogs(settings.input_partitions)  # the worker's tables (it creates them too)
+    from app.fl.kafka_io import silo_group
+    from app.kafka.provision import provision
+
     try:
         report = apply_catalogue(make_admin(settings.bootstrap), specs)
-    except KafkaException as exc:
-        raise _fail(f"could not reach Kafka at {settings.bootstrap}: {exc}") from None
+        groups = {s: silo_group(settings.model_name, s) for s in settings.silo_ids}
+        access = provision(settings.bootstrap, settings.namespace, settings.silo_ids,
+                           settings.chat_tenants, groups)  # fmt: skip
+    except (KafkaException, RuntimeError) as exc:
+        raise _fail(f"could not apply the catalogue at {settings.bootstrap}: {exc}") from None
     console.print(
         f"topics on {settings.bootstrap}: {len(report.created)} created, {len(report.updated)} "
         f"updated, {len(report.grown)} grown, {len(report.unchanged)} unchanged"
     )
+    if access is not None:
+        added = f", users added: {', '.join(access.users_added)}" if access.users_added else ""
+        console.print(f"access: {access.acls} ACL bindings{added}")
     for problem in report.problems:
         console.print(f"[yellow]warning:[/] {problem}")
 

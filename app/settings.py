@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from topics import chat_tenants
+
+if TYPE_CHECKING:
+    from app.kafka.security import KafkaIdentity
 
 __all__ = ["Settings", "default_cache_dir", "default_data_dir"]
 
@@ -38,6 +42,23 @@ class Settings(BaseSettings):
 
     bootstrap_servers: str = Field(
         "", description="Kafka bootstrap servers; empty = the local broker on kafka_port"
+    )
+    kafka_principal: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="the Kafka principal this command acts as (empty: the command's own, "
+        "usually admin); its client config is <data_dir>/kafka/clients/<principal>.conf",
+    )
+    kafka_config: Path | None = Field(
+        None, description="a principal's Kafka client config file (another site's cluster)"
+    )
+    kafka_clients: Path | None = Field(
+        None,
+        description="directory of the principals' client configs "
+        "(empty: <data_dir>/kafka/clients, the local broker's)",
+    )
+    kafka_insecure: bool = Field(
+        False, description="run the local broker PLAINTEXT without ACLs (throwaway only)"
     )
     connect_timeout_s: float = Field(
         5.0, gt=0, description="how long a command waits for the broker before it gives up"
@@ -95,6 +116,11 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
 
+    @field_validator("kafka_config", "kafka_clients")
+    @classmethod
+    def _expand_optional(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).expanduser()
+
     @property
     def silo_ids(self) -> tuple[int, ...]:
         return tuple(range(self.silos))
@@ -119,6 +145,35 @@ class Settings(BaseSettings):
     @property
     def controller_port(self) -> int:
         return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def kafka_clients_dir(self) -> Path:
+        """Where the principals' client config files live (the local broker's by default)."""
+        return self.kafka_clients or Path(self.data_dir) / "kafka" / "clients"
+
+    def kafka_identity(self, default: str = "admin") -> KafkaIdentity:
+        """Who this process is on Kafka: ``kafka_config``, else the client config of
+        ``kafka_principal`` (or ``default``) in :attr:`kafka_clients_dir`, else anonymous
+        plaintext (an insecure broker).
+
+        Raises
+        ------
+        ValueError
+            When a principal was named but has no client config.
+        """
+        from app.kafka.security import PLAINTEXT, read_client_config
+
+        if self.kafka_config is not None:
+            return read_client_config(self.kafka_config)
+        path = self.kafka_clients_dir / f"{self.kafka_principal or default}.conf"
+        if path.exists():
+            return read_client_config(path)
+        if self.kafka_principal or path.with_name("admin.conf").exists():
+            raise ValueError(
+                f"no Kafka credentials for principal {path.stem!r} ({path} is missing); "
+                "`fedstream topics apply` creates them, or name a file with --kafka-config"
+            )
+        return PLAINTEXT
 
     @property
     def bootstrap(self) -> str:

@@ -225,6 +225,13 @@ def bench_chat_command(
     chat_rate: Annotated[float, typer.Option(min=1, help="Chatbot requests per second.")] = 200.0,
     seconds: Annotated[float, typer.Option(min=2, help="Length of each measured phase.")] = 20.0,
     customers: Annotated[int, typer.Option(min=10, help="Customers of the synthetic bank.")] = 2000,
+    security: Annotated[
+        str,
+        typer.Option(
+            help="both: an insecure and a secure temporary broker, compared; "
+            "current: the configured broker."
+        ),
+    ] = "both",
 ) -> None:
     """Chatbot p50/p99 reply latency at a steady request rate while the stream runs, the
     stream's throughput with and without that load, and event-to-enriched latency."""
@@ -232,6 +239,20 @@ def bench_chat_command(
     from app.cli_support import require_broker
 
     settings = settings_from(ctx)
+    if security == "both" and not settings.bootstrap_servers:  # --bootstrap: that cluster
+        from bench.security import compare_security
+
+        def measure(bootstrap: str, _secure: bool) -> dict[str, Any]:
+            local = settings.model_copy(update={"bootstrap_servers": bootstrap})
+            return run_bench(local, rate, chat_rate, seconds, customers)
+
+        figures = {"chat_p50_ms": False, "chat_p99_ms": False, "stream_eps_with_chat": True,
+                   "event_to_enriched_ms.p50": False}  # fmt: skip
+        doc = compare_security(measure, settings.cache_dir, figures, settings.silos)
+        typer.echo(f"security cost: {doc['security_cost']}; target <= {doc['security_target']}: "
+                   f"{'met' if doc['security_target_met'] else 'NOT met'}")  # fmt: skip
+        typer.echo(orjson.dumps(doc).decode())
+        return
     require_broker(settings)
     result = run_bench(settings, rate, chat_rate, seconds, customers)
 

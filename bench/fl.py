@@ -72,6 +72,7 @@ def bench_rounds(
     n_features: int,
     epochs: int,
     warm_clients: bool = True,
+    insecure: bool = False,
 ) -> dict[str, Any]:
     """Run ``rounds`` federated rounds on ``n_silos`` fresh bench silos; figures from fl.metrics."""
     tag = uuid.uuid4().hex[:8]
@@ -104,6 +105,7 @@ def bench_rounds(
                 supernode_base_port=free_port(n_silos),
                 run_config=run_config,
                 warm_clients=warm_clients,
+                insecure=insecure,
             )
             docs: list[dict[str, Any]] = []
             deadline = time.monotonic() + 90 + 90 * rounds
@@ -180,12 +182,33 @@ def bench_fl_command(
     ctx: typer.Context | None = None,
     rounds: int = 4,
     rows: int = 10_000,
+    security: str = "current",
 ) -> None:
-    """CLI body of ``fedstream bench fl``; the last line printed is one JSON object."""
+    """CLI body of ``fedstream bench fl``; the last line printed is one JSON object.
+
+    ``security="both"``: only the 2-silo rounds, on an insecure and a secure temporary
+    deployment, compared (bench.security)."""
     base: dict[str, Any] = dict(ctx.obj or {}) if ctx is not None else {}
     settings = Settings(**base)
     from app.cli_support import require_broker
 
+    if security == "both" and not settings.bootstrap_servers:  # --bootstrap: that cluster
+        from bench.security import compare_security
+
+        def measure(bootstrap: str, secure: bool) -> dict[str, Any]:
+            # the same rounds; off = Kafka PLAINTEXT and Flower --insecure
+            n_features = FeatureSpec().n_features
+            res = bench_rounds(bootstrap, 2, rounds, rows, n_features, 1, True, not secure)
+            typer.echo(f"security {'on' if secure else 'off'}: steady round "
+                       f"{res['steady_round_s']:.2f} s, rounds {res['round_seconds']}")  # fmt: skip
+            return res
+
+        figures = {"steady_round_s": False, "client_train_samples_per_s": True}
+        doc = compare_security(measure, settings.cache_dir, figures)
+        typer.echo(f"security cost: {doc['security_cost']}; target <= {doc['security_target']}: "
+                   f"{'met' if doc['security_target_met'] else 'NOT met'}")  # fmt: skip
+        typer.echo(orjson.dumps(doc).decode())
+        return
     require_broker(settings)
     try:
         result = run_bench(settings.bootstrap, rounds=rounds, rows=rows)

@@ -27,6 +27,7 @@ The last output line is one JSON object with all figures.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -305,15 +306,41 @@ def bench_stream_command(
             "pipeline module/file, e.g. app.pipelines.fraud:pipeline (the API's)."
         ),
     ] = "fraud",
+    security: Annotated[
+        str,
+        typer.Option(
+            help="both: measure on an insecure and a secure temporary broker and compare; "
+            "current: only on the configured broker (or a temporary secure one)."
+        ),
+    ] = "both",
 ) -> None:
     """Events/s through one stream worker vs a confluent-kafka passthrough; latency."""
     import orjson
 
     from app.kafka.broker import BrokerError, LocalBroker, wait_for_broker
+    from app.kafka.security import use
     from app.ports import free_port
     from app.settings import Settings
 
     settings = Settings(**dict(ctx.obj or {}))
+    knobs = {"events": events, "customers": customers, "silos": settings.silos,
+             "batch_rows": batch_rows, "batch_ms": batch_ms, "latency_events": latency_events,
+             "profile": profile, "pipeline": pipeline}  # fmt: skip
+    if security == "both" and not settings.bootstrap_servers:  # --bootstrap: that cluster
+        from bench.security import compare_security
+
+        def measure(bootstrap: str, _secure: bool) -> dict[str, Any]:
+            with tempfile.TemporaryDirectory(prefix="fedstream-bench-") as tmp:
+                return run_bench(bootstrap, work_dir=Path(tmp), **knobs)
+
+        figures = {"worker_events_per_s": True, "passthrough_events_per_s": True,
+                   "latency_ms.p50": False, "latency_ms.p99": False}  # fmt: skip
+        doc = compare_security(measure, settings.cache_dir, figures, settings.silos)
+        print(f"security cost (fraction of each figure): {doc['security_cost']}; "
+              f"target <= {doc['security_target']}: "
+              f"{'met' if doc['security_target_met'] else 'NOT met'}")  # fmt: skip
+        print(orjson.dumps(doc).decode())
+        return
     with tempfile.TemporaryDirectory(prefix="fedstream-bench-") as tmp:
         work = Path(tmp)
         bootstrap = settings.bootstrap
@@ -326,7 +353,9 @@ def bench_stream_command(
             )
             broker.start(timeout_s=180)
             bootstrap = broker.bootstrap
-            print(f"started a temporary broker on {bootstrap}")
+            os.environ["FEDSTREAM_KAFKA_CLIENTS"] = str(broker.clients_dir)  # for the worker
+            use(broker.identity())  # as its admin
+            print(f"started a temporary (secure) broker on {bootstrap}")
         try:
             result = run_bench(
                 bootstrap,

@@ -81,6 +81,8 @@ def _start_broker(
     settings: Settings, root: Path, options: DemoOptions, console: Console, running: _Running
 ) -> None:
     from app.kafka.broker import LocalBroker
+    from app.kafka.principals import ADMIN, principal_names
+    from app.kafka.security import use
 
     if settings.bootstrap_servers:
         console.print(f"using the Kafka cluster at {settings.bootstrap_servers}")
@@ -92,7 +94,11 @@ def _start_broker(
         controller_port=settings.controller_port,
         version=settings.kafka_version,
         heap=settings.kafka_heap,
+        secure=not settings.kafka_insecure,
+        principals=principal_names(settings.silo_ids, settings.chat_tenants),
     )
+    # the demo acts as its broker's admin; the worker (--data-dir) finds its own principal
+    use(broker.identity(ADMIN))
     if options.fresh_broker and broker.pid() is None and broker.home.exists():
         shutil.rmtree(broker.home)
     cached = (broker.libs / ".complete").exists()
@@ -137,6 +143,8 @@ def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: s
 
 def _producer(settings: Settings, options: DemoOptions, running: _Running) -> threading.Thread:
     from app.kafka.clients import make_producer
+    from app.kafka.principals import BANK
+    from app.kafka.security import acting_as, current, read_client_config, sibling
     from app.produce.sender import send_events
     from app.produce.synthetic import SyntheticBank
 
@@ -153,10 +161,15 @@ def _producer(settings: Settings, options: DemoOptions, running: _Running) -> th
     def sent(_event: Any) -> None:
         running.sent += 1
 
+    bank_file = sibling(BANK)
+    bank_identity = read_client_config(bank_file) if bank_file else current()
+
     def run() -> None:
         try:
+            with acting_as(bank_identity):  # the synthetic bank writes only the inputs
+                producer = make_producer(settings.bootstrap)
             send_events(
-                make_producer(settings.bootstrap),
+                producer,
                 events(),
                 rate=options.rate,
                 progress=False,
@@ -199,13 +212,18 @@ def _shutdown(running: _Running, console: Console) -> None:
 
 
 def _ask(settings: Settings, options: DemoOptions, console: Console) -> list[dict[str, Any]]:
+    from app.kafka.principals import tenant_principal
+    from app.kafka.security import acting_as, current, read_client_config, sibling
     from app.produce.synthetic import SyntheticBank
     from app.stream.ask import ChatClient
     from app.stream.chat_cli import format_reply
 
     ids = SyntheticBank(customers=options.customers, silos=settings.silos, seed=options.seed).ids
     chats = []
-    with ChatClient(settings.bootstrap) as client:
+    tenant_file = sibling(tenant_principal(settings.tenant))  # the operator's chatbot tenant
+    with acting_as(read_client_config(tenant_file) if tenant_file else current()):
+        client = ChatClient(settings.bootstrap, tenant=settings.tenant)
+    with client:
         for i in range(options.questions):
             cid = ids[(i * 7919 + 11) % len(ids)]
             question = QUESTIONS[i % len(QUESTIONS)]
@@ -274,9 +292,11 @@ class _NullLive:
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path:
     """Run the demo; returns the report directory."""
     from app.demo.finish import write_report
+    from app.fl.kafka_io import silo_group
     from app.fl.processes import up
     from app.fl.spec_source import pipeline_document
     from app.kafka.admin import apply_catalogue, make_admin
+    from app.kafka.provision import provision
     from topics import catalogue
 
     settings = settings.model_copy(update={"namespace": ""})
@@ -306,6 +326,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
                 settings.silo_ids, settings.input_partitions, operators=settings.operator_names
             ),
         )
+        # every component's principal and ACLs (a no-op on an insecure broker)
+        provision(settings.bootstrap, "", settings.silo_ids, settings.chat_tenants,
+                  {s: silo_group(model, s) for s in settings.silo_ids})  # fmt: skip
         running.worker = _start_worker(settings, root, options, model)
         console.print(
             f"worker started (pid {running.worker.pid}); starting Flower with "

@@ -332,8 +332,15 @@ def bench_fl_command(
     ctx: typer.Context,
     rounds: Annotated[int, typer.Option(help="Rounds per configuration.")] = 4,
     rows: Annotated[int, typer.Option(help="Rows per silo per round.")] = 10_000,
+    security: Annotated[
+        str,
+        typer.Option(
+            help="both: 2-silo rounds with security off and on, compared; "
+            "current: every configuration on the configured broker."
+        ),
+    ] = "both",
 ) -> None:
     """Round wall time at 2 and 4 silos, Flower overhead, training ratio, decode rows/s."""
     from bench.fl import bench_fl_command as run
 
-    run(ctx, rounds=rounds, rows=rows)
+    run(ctx, rounds=rounds, rows=rows, security=security)

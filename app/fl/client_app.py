@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from app.fl.messages import (
 )
 from app.fl.offset_ledger import CONFIRM_ONLY, attach_read_offsets, confirmed_for
 from app.fl.rounds import prequential_round
+from app.kafka.security import PLAINTEXT, read_client_config, use
 from app.model.replay import ReplayBuffer
 
 __all__ = ["NodeSettings", "app", "handle_train", "load_replay", "read_round", "save_replay"]
@@ -62,6 +64,7 @@ class NodeSettings:
     topic: str
     bootstrap: str
     group: str = ""
+    kafka_config: str = ""  # the silo principal's client config (its site's cluster)
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any], model_name: str) -> NodeSettings:
@@ -72,7 +75,7 @@ class NodeSettings:
             raise ValueError(f"SuperNode --node-config lacks {exc.args[0]!r}") from None
         topic = str(node_config.get("topic") or topics.silo_batches(silo))
         group = str(node_config.get("group") or silo_group(model_name, silo))
-        return cls(silo, topic, bootstrap, group)
+        return cls(silo, topic, bootstrap, group, str(node_config.get("kafka-config") or ""))
 
 
 def read_round(
@@ -193,4 +196,6 @@ def train(msg: Message, context: Context) -> Message:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = FLConfig.from_run_config(context.run_config)
     node = NodeSettings.from_node_config(context.node_config, cfg.model_name)
+    # Kafka as this silo's principal, which may read only silo.<id>.* (no config: plaintext)
+    use(read_client_config(Path(node.kafka_config)) if node.kafka_config else PLAINTEXT)
     return handle_train(msg, cfg, node, context.state)

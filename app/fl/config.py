@@ -47,6 +47,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "dp-max-epsilon": 0.0,
     "model-name": "fraud-mlp",
     "bootstrap": "127.0.0.1:9092",
+    "kafka-config": "",
     "spec-version": "",
     "n-features": 0,
     "hidden": "64,32",
@@ -152,6 +153,7 @@ class FLConfig:
     dp_max_epsilon: float = 0.0
     model_name: str = "fraud-mlp"
     bootstrap: str = "127.0.0.1:9092"
+    kafka_config: str = ""  # the fl-server principal's Kafka client config ("" = plaintext)
     spec_version: str = ""
     n_features: int = 0
     hidden: tuple[int, ...] = (64, 32)

@@ -361,9 +361,9 @@ def ensure_topics(bootstrap: str, silo_ids: list[int]) -> None:
     """Create the catalogue's topics for ``silo_ids`` that are missing (tests, benchmark)."""
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    from app.kafka.reach import quiet_config
+    from app.kafka.security import client_config
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_config()})
+    admin = AdminClient(client_config(bootstrap))
     existing = set(admin.list_topics(timeout=_TIMEOUT).topics)
     new = [
         NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.configs)

@@ -5,6 +5,7 @@ private keys 0600)::
 
     pki/ca/ca.pem, ca.key                   the federation's CA (its key stays with the operator)
     pki/superlink/server.pem, server.key    the SuperLink's TLS certificate, signed by the CA
+    pki/kafka/server.pem, server.key        the local Kafka broker's TLS certificate
     pki/supernodes/<name>/node.key, node.pub  one SuperNode's EC P-384 key pair (OpenSSH
                                             format, as Flower reads them)
 
@@ -172,12 +173,13 @@ def _san(hosts: Sequence[str]) -> list[x509.GeneralName]:
 
 
 def ensure_server_tls(
-    data_dir: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost")
+    data_dir: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), name: str = "superlink"
 ) -> ServerTLS:
-    """The SuperLink's certificate for ``hosts`` (re-issued when missing, expiring, or
-    for other hosts), signed by the CA of :func:`ensure_ca`."""
+    """The TLS certificate of server ``name`` (the SuperLink, the Kafka broker) for ``hosts``
+    (re-issued when missing, expiring, or for other hosts), signed by the CA of
+    :func:`ensure_ca`; it lives in ``pki/<name>/``."""
     ca_cert_path, ca_key_path = ensure_ca(data_dir)
-    out_dir = _private_dir(pki_dir(data_dir) / "superlink")
+    out_dir = _private_dir(pki_dir(data_dir) / name)
     cert_path, key_path = out_dir / "server.pem", out_dir / "server.key"
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     wanted = set(_san(hosts))
@@ -193,7 +195,7 @@ def ensure_server_tls(
     now = _now()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("fedstream superlink"))
+        .subject_name(_name(f"fedstream {name}"))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -209,7 +211,7 @@ def ensure_server_tls(
     )
     _write(key_path, _key_pem(key), 0o600)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    logger.info("issued the SuperLink certificate for %s", ", ".join(hosts))
+    logger.info("issued the %s certificate for %s", name, ", ".join(hosts))
     return ServerTLS(ca_cert_path, cert_path, key_path)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from confluent_kafka import KafkaException
 
 import topics
 from app.fl.config import DEFAULTS, FLConfig, FLConfigError
@@ -35,6 +36,11 @@ from app.fl.flower_auth import (
     register_supernodes,
     supernode_name,
 )
+from app.fl.kafka_io import silo_group
+from app.kafka.principals import FL_SERVER, silo_principal
+from app.kafka.provision import provision
+from app.kafka.security import current as kafka_identity
+from app.kafka.security import sibling
 from app.ports import port_free
 from app.supervise import pid_alive, stop_family
 
@@ -83,6 +89,7 @@ class FLDeployment:
     warm: bool = True
     commands: dict[str, list[str]] = field(default_factory=dict)  # how to restart each
     supervisor_pid: int = 0
+    kafka_clients: str = ""  # the principals' Kafka client configs ("" = plaintext Kafka)
 
     @property
     def root(self) -> Path:
@@ -141,10 +148,10 @@ def check_settings(
         raise FLError(str(exc)) from None
     from confluent_kafka.admin import AdminClient
 
-    from app.kafka.reach import quiet_config
+    from app.kafka.security import client_config
 
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_config()})
+        admin = AdminClient(client_config(bootstrap))
         existing = set(admin.list_topics(timeout=10).topics)
     except Exception as exc:
         raise FLError(f"could not reach Kafka at {bootstrap}: {exc}") from None
@@ -174,9 +181,16 @@ def supernode_command(
     superlink_port: int,
     warm: bool,
     security_args: Sequence[str] = ("--insecure",),
+    kafka_config: Path | None = None,
 ) -> list[str]:
-    """The command line of silo ``silo``'s SuperNode (``fl up``, the supervisor)."""
+    """The command line of silo ``silo``'s SuperNode (``fl up``, the supervisor).
+
+    ``kafka_config``: the silo principal's client config, which its ClientApp uses (it
+    names that site's cluster and CA: nothing assumes one shared cluster).
+    """
     node_config = f"silo-id={silo} topic='{topics.silo_batches(silo)}' bootstrap='{bootstrap}'"
+    if kafka_config is not None:
+        node_config += f" kafka-config='{kafka_config}'"
     cmd = [
         sys.executable,  # Flower's SuperNode, with a shorter idle poll (see module)
         "-m",
@@ -243,8 +257,16 @@ def up(
     ``supervise`` (default) starts
     app/fl/supervisor.py, which restarts SuperNodes and runtimes that die.
     """
-    overrides = {**(run_config or {}), "bootstrap": bootstrap}
+    server_kafka = sibling(FL_SERVER)  # beside the operator's own client config
+    overrides = {**(run_config or {}), "bootstrap": bootstrap,
+                 "kafka-config": str(server_kafka or "")}  # fmt: skip
     cfg = check_settings(bootstrap, silo_ids, overrides)
+    # each silo principal may read its topics under the model's group (and nothing else)
+    try:
+        provision(bootstrap, "", silo_ids, (), {s: silo_group(cfg.model_name, s) for s in silo_ids},
+                  stream=False)  # fmt: skip
+    except (RuntimeError, KafkaException) as exc:
+        raise FLError(f"could not grant the silos their Kafka access: {exc}") from None
     current = FLDeployment.load(data_dir)
     if current is not None and any(_alive(p) for p in current.pids().values()):
         raise FLError(f"federated training already runs from {current.root}; run `fl down` first")
@@ -273,6 +295,9 @@ def up(
         _spawn(superlink, logs / "superlink.log", env),
         secure=not security.insecure,
     )
+    operator = kafka_identity()
+    if operator.secure and operator.path is not None:
+        dep.kafka_clients = str(operator.path.parent)
     dep.save()
     try:
         _wait_health(superlink_port, dep.superlink_pid, security)
@@ -284,7 +309,7 @@ def up(
             port = supernode_base_port + i
             cmd = supernode_command(
                 bootstrap, silo, port, superlink_port, warm_clients,
-                security.supernode_args(keys[silo]),
+                security.supernode_args(keys[silo]), sibling(silo_principal(silo)),
             )  # fmt: skip
             dep.commands[f"supernode-{silo}"] = cmd
             pid = _spawn(cmd, logs / f"supernode-{silo}.log", env)
@@ -347,7 +372,9 @@ def submit_run(dep: FLDeployment, run_config: Mapping[str, Any]) -> str:
     """``flwr run`` the app with ``run_config`` overrides; returns the run id."""
     root = dep.root
     cfg_file = root / f"run-config-{len(dep.run_ids)}.toml"
-    cfg_file.write_text(tomli_w.dumps(dict(run_config)))
+    # the ServerApp acts on Kafka as fl-server (its client config beside the operator's)
+    config = {"kafka-config": str(sibling(FL_SERVER) or ""), **run_config}
+    cfg_file.write_text(tomli_w.dumps(config))
     cmd = [
         str(_BIN / "flwr"),
         "run",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from app.fl.rounds import Backoff, round_metrics
 from app.fl.strategy import build_strategy, send_and_receive, with_ttl
 from app.fl.whole_run import META_KEY as WHOLE_RUN_META
 from app.fl.whole_run import WholeRun
+from app.kafka.security import PLAINTEXT, read_client_config, use
 from app.model.config import ModelConfig
 from app.model.frame import model_version_for
 from app.model.params import init_arrays, param_names, with_prior
@@ -313,4 +315,6 @@ def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = FLConfig.from_run_config(context.run_config)
     logger.info("fedstream ServerApp: %s", cfg)
+    # Kafka as the federated server's principal (writes fl.model.global and fl.metrics)
+    use(read_client_config(Path(cfg.kafka_config)) if cfg.kafka_config else PLAINTEXT)
     run_rounds(grid, cfg)

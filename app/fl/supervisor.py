@@ -24,7 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.fl.kafka_io import silo_group
 from app.fl.processes import FLDeployment, fl_env, runtime_command, supernode_command
+from app.kafka.principals import ADMIN, silo_principal
+from app.kafka.provision import provision
+from app.kafka.security import read_client_config
 from app.supervise import Supervised, pid_alive
 
 __all__ = ["REQUESTS_DIR", "DeploymentSupervisor", "request", "wait_for"]
@@ -166,8 +170,19 @@ class DeploymentSupervisor:
             logger.error("cannot add silo %s: adding to a TLS deployment is not supported yet "
                          "(run `fl down` and `fl up` with the silo)", silo)  # fmt: skip
             return
+        kafka_config = None
+        if self.dep.kafka_clients:  # secure Kafka: the new silo's principal, user and ACLs
+            clients = Path(self.dep.kafka_clients)
+            try:
+                admin = read_client_config(clients / f"{ADMIN}.conf")
+                groups = {int(silo): silo_group(self.dep.model_name, int(silo))}
+                provision(self.dep.bootstrap, "", [int(silo)], (), groups, admin, stream=False)
+            except Exception as exc:
+                logger.error("cannot add silo %s: its Kafka access failed: %s", silo, exc)
+                return
+            kafka_config = clients / f"{silo_principal(int(silo))}.conf"
         cmd = supernode_command(self.dep.bootstrap, int(silo), port, self.dep.superlink_port,
-                                self.dep.warm)  # fmt: skip
+                                self.dep.warm, kafka_config=kafka_config)  # fmt: skip
         self.dep.commands[f"supernode-{silo}"] = cmd
         self.dep.supernodes[silo] = {"pid": 0, "port": port}
         procs = SiloProcesses(self.dep, silo, self.env)

@@ -17,7 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from app.kafka.reach import quiet_config
+from app.kafka.security import KafkaIdentity, client_config
 from topics import TopicSpec
 
 __all__ = [
@@ -52,8 +52,8 @@ class ApplyReport:
     problems: list[str]
 
 
-def make_admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **quiet_config()})
+def make_admin(bootstrap: str, identity: KafkaIdentity | None = None) -> AdminClient:
+    return AdminClient(client_config(bootstrap, identity))
 
 
 def describe_topics(admin: AdminClient, names: list[str] | None = None) -> dict[str, TopicState]:

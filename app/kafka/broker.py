@@ -11,22 +11,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from app.fl.pki import ensure_server_tls
+from app.kafka.principals import ADMIN, ensure_credentials
+from app.kafka.security import PLAINTEXT, SCRAM, KafkaIdentity, client_config
 from app.ports import port_free
 
 __all__ = ["BrokerError", "BrokerStatus", "LocalBroker", "wait_for_broker"]
 
 logger = logging.getLogger(__name__)
+
+BROKER_PRINCIPAL = "broker"  # the broker's own client (inter-broker listener), a super user
+CONTROLLER_PRINCIPAL = "controller"  # its KRaft controller client (PLAIN, loopback)
 
 POM = Path(__file__).resolve().parents[2] / "docker" / "kafka" / "pom.xml"
 # Kafka's own JVM performance options (kafka-run-class.sh). The serial collector used
@@ -83,13 +91,16 @@ def _pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float, alive: object = None) -> float:
+def wait_for_broker(
+    bootstrap: str, timeout_s: float, alive: object = None, identity: KafkaIdentity | None = None
+) -> float:
     """Block until the broker answers a metadata request; return the seconds waited.
 
-    ``alive`` is an optional callable returning False when the broker process died.
+    ``alive`` is an optional callable returning False when the broker process died;
+    ``identity`` the principal asking (default: the process's, app.kafka.security).
     """
     start = time.monotonic()
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": logger}
+    config: dict[str, Any] = client_config(bootstrap, identity, log_level=0, logger=logger)
     admin = AdminClient(config)
     while True:
         try:
@@ -115,8 +126,20 @@ class LocalBroker:
         controller_port: int = 9093,
         version: str = "4.1.1",
         heap: str = "1g",
+        secure: bool = True,
+        principals: Sequence[str] = (),
+        host: str = "127.0.0.1",
     ) -> None:
+        self.data_dir = Path(data_dir)
         self.home = Path(data_dir) / "kafka"
+        self.secure = secure
+        # the name clients reach it by (certificate SAN, advertised listener); another host
+        # than loopback listens on every interface (docker/compose.yaml)
+        self.host = host
+        self.listen = host if host in ("127.0.0.1", "localhost") else "0.0.0.0"
+        self.principals = tuple(dict.fromkeys([ADMIN, *principals]))
+        self.clients_dir = self.home / "clients"
+        self.identities: dict[str, KafkaIdentity] = {}
         self.libs = Path(cache_dir) / "kafka" / version / "libs"
         self.port = port
         self.controller_port = controller_port
@@ -129,7 +152,7 @@ class LocalBroker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     # -- jars -------------------------------------------------------------------------
     def ensure_jars(self) -> bool:
@@ -160,19 +183,106 @@ class LocalBroker:
         marker.write_text(self.version)
         return True
 
+    def identity(self, principal: str = ADMIN) -> KafkaIdentity:
+        """The client identity of ``principal`` (anonymous plaintext on an insecure broker)."""
+        if not self.secure:
+            return PLAINTEXT
+        if principal not in self.identities:
+            self.identities.update(self._credentials([principal]))
+        return self.identities[principal]
+
+    def _credentials(self, names: Sequence[str]) -> dict[str, KafkaIdentity]:
+        tls = ensure_server_tls(self.data_dir, self._hosts(), name="kafka")
+        return ensure_credentials(self.clients_dir, names, self.bootstrap, tls.ca)
+
+    def _hosts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.host, "127.0.0.1", "localhost")))
+
     # -- configuration ----------------------------------------------------------------
+    def configure(self) -> list[str]:
+        """Write the broker's configuration, TLS files and every principal's client config
+        without starting it (a broker in a container: docker/compose.yaml); returns the
+        arguments of ``kafka-storage format`` after ``-c <server.properties>``."""
+        self._write_config()
+        args = [f"--cluster-id={self._cluster_id()}", "--ignore-formatted"]
+        if self.secure:
+            for name in (BROKER_PRINCIPAL, *self.principals):
+                ident = self.identity(name)
+                args += ["--add-scram", f"{SCRAM}=[name={name},password={ident.password}]"]
+        return args
+
+    def _mode(self) -> str:
+        return "sasl_ssl" if self.secure else "plaintext"
+
+    def _check_mode(self) -> None:
+        marker = self.home / "security"
+        if (self.storage / "meta.properties").exists() and marker.exists():
+            was = marker.read_text().strip()
+            if was != self._mode():
+                raise BrokerError(
+                    f"the broker in {self.home} was set up {was}; start it the same way "
+                    f"({'--insecure' if was == 'plaintext' else 'without --insecure'}) or "
+                    "delete that directory for a fresh one"
+                )
+
+    def _security_props(self) -> dict[str, str]:
+        if not self.secure:
+            return {
+                "listeners": f"PLAINTEXT://{self.listen}:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "auto.create.topics.enable": "true",
+            }
+        tls = ensure_server_tls(self.data_dir, self._hosts(), name="kafka")
+        keystore = self.home / "tls" / "keystore.pem"
+        keystore.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:  # Kafka's PEM keystore: the private key (PKCS#8) followed by the chain
+            os.write(fd, tls.key.read_bytes() + tls.cert.read_bytes())
+        finally:
+            os.close(fd)
+        broker = self.identity(BROKER_PRINCIPAL)
+        # The controller listener speaks SASL PLAIN on loopback (SCRAM cannot work there);
+        # its one user is the broker's own controller client, re-keyed at every start.
+        secret = secrets.token_urlsafe(24)
+        plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
+                 f'username="{CONTROLLER_PRINCIPAL}" password="{secret}" '
+                 f'user_{CONTROLLER_PRINCIPAL}="{secret}";')  # fmt: skip
+        scram = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                 f'username="{broker.principal}" password="{broker.password}";')  # fmt: skip
+        return {
+            "listeners": f"SASL_SSL://{self.listen}:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{self.host}:{self.port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.ca),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{ADMIN};User:{BROKER_PRINCIPAL};User:{CONTROLLER_PRINCIPAL}",
+            "auto.create.topics.enable": "false",
+        }
+
     def _write_config(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.chmod(0o700)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            **self._security_props(),
             "log.dirs": str(self.storage),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -182,12 +292,16 @@ class LocalBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
             "log.cleaner.backoff.ms": "5000",
             "message.max.bytes": str(16 * 1024 * 1024),
             "log.retention.check.interval.ms": "60000",
         }
-        self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        fd = os.open(self.properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:  # it holds the broker's own passwords
+            os.write(fd, "".join(f"{k}={v}\n" for k, v in props.items()).encode())
+        finally:
+            os.close(fd)
+        self.properties.chmod(0o600)
         (self.home / "log4j2.properties").write_text(
             _LOG4J.format(log=self.home / "server.log", level="INFO")
         )
@@ -204,15 +318,21 @@ class LocalBroker:
         if (self.storage / "meta.properties").exists():
             return
         cluster_id = self._cluster_id()
+        scram: list[str] = []
+        if self.secure:  # SCRAM users exist before the first start (KIP-900)
+            for name in (BROKER_PRINCIPAL, *self.principals):
+                ident = self.identity(name)
+                scram += ["--add-scram", f"{SCRAM}=[name={name},password={ident.password}]"]
         done = subprocess.run(
             # "--cluster-id=ID": a random id may start with "-", which argparse would
             # take for an option after a separate "-t" (it failed 1 in 64 fresh starts)
             self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                       "-c", str(self.properties), "--ignore-formatted"),
+                       "-c", str(self.properties), "--ignore-formatted", *scram),
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if done.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed: {done.stderr.strip()[-300:]}")
+        (self.home / "security").write_text(self._mode())
 
     def _cluster_id(self) -> str:
         id_file = self.home / "cluster.id"
@@ -239,8 +359,10 @@ class LocalBroker:
     def start(self, timeout_s: float = 90.0) -> tuple[bool, float]:
         """Start the broker if needed. Return (started_now, seconds until it answered)."""
         began = time.monotonic()
+        admin = self.identity(ADMIN)
         if self.pid() is not None:
-            wait_for_broker(self.bootstrap, timeout_s)
+            wait_for_broker(self.bootstrap, timeout_s, identity=admin)
+            self._ensure_principals()
             return False, time.monotonic() - began
         for port in (self.port, self.controller_port):
             if not port_free(port):
@@ -251,6 +373,7 @@ class LocalBroker:
         if shutil.which("java") is None:
             raise BrokerError("java was not found on PATH; install Java 17 or newer")
         self.ensure_jars()
+        self._check_mode()
         self._write_config()
         self._format_storage()
         with open(self.log, "ab") as log:
@@ -261,12 +384,24 @@ class LocalBroker:
             )  # fmt: skip
         self.pid_file.write_text(str(proc.pid))
         try:
-            wait_for_broker(self.bootstrap, timeout_s, alive=lambda: proc.poll() is None)
+            wait_for_broker(
+                self.bootstrap, timeout_s, alive=lambda: proc.poll() is None, identity=admin
+            )
+            self._ensure_principals()
         except BrokerError as exc:
             tail = self.tail(8)
             self.stop()
             raise BrokerError(f"{exc}. Last log lines:\n{tail}") from None
         return True, time.monotonic() - began
+
+    def _ensure_principals(self) -> None:
+        """Principals added since the storage was formatted get their SCRAM user now."""
+        if not self.secure:
+            return
+        from app.kafka.access import ensure_users
+
+        names = {name: self.identity(name) for name in self.principals}
+        ensure_users(AdminClient(client_config(self.bootstrap, self.identity(ADMIN))), names)
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Graceful stop (SIGTERM, wait, then SIGKILL). Return False if it was not running."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from app.kafka.reach import quiet_config
+from app.kafka.security import client_config
 
 __all__ = ["delivery_errors", "make_consumer", "make_producer"]
 
@@ -15,13 +15,13 @@ logger = logging.getLogger(__name__)
 
 
 def make_producer(bootstrap: str, **overrides: Any) -> Producer:
-    """A batching, idempotent producer (lz4, 20 ms linger).
+    """A batching, idempotent producer (lz4, 20 ms linger), acting as the process's
+    principal (app.kafka.security; ``acting_as`` for another).
 
     Keys are partitioned with murmur2 like Kafka's Java clients and aiokafka, so records
     keyed by customer_id land in the same partition whoever produces them (co-partitioning).
     """
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
         "partitioner": "murmur2_random",
         "enable.idempotence": True,
         "linger.ms": 20,
@@ -29,24 +29,21 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
         "message.max.bytes": 16 * 1024 * 1024,
-        **quiet_config(),
     }
     config.update(overrides)
-    return Producer(config)
+    return Producer(client_config(bootstrap, None, **config))
 
 
 def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
     """A consumer that starts from the earliest offset and commits only when told."""
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "fetch.message.max.bytes": 16 * 1024 * 1024,
-        **quiet_config(),
     }
     config.update(overrides)
-    return Consumer(config)
+    return Consumer(client_config(bootstrap, None, **config))
 
 
 class delivery_errors:

@@ -56,7 +56,9 @@ def check_broker(bootstrap: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -
     BrokerUnreachable
         When no broker answered within ``timeout_s`` seconds.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_config()})
+    from app.kafka.security import client_config  # it imports this module
+
+    admin = AdminClient(client_config(bootstrap))
     try:
         metadata = admin.list_topics(timeout=max(0.1, timeout_s))
     except KafkaException as exc:

@@ -20,6 +20,7 @@ from confluent_kafka import TopicPartition
 
 from app.features.records import ChatRequest
 from app.kafka.clients import make_consumer, make_producer
+from app.kafka.principals import ask_group_prefix
 from topics import OPERATOR, chat_requests, chat_responses, namespaced
 
 __all__ = ["ChatClient", "Reply"]
@@ -57,7 +58,10 @@ class ChatClient:
             bootstrap, **{"linger.ms": 0, "compression.type": "none", "enable.idempotence": False}
         )
         self._consumer = make_consumer(
-            bootstrap, f"fedstream-ask-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 5}
+            # never joined (assign only), but named: the tenant's ACLs grant this prefix
+            bootstrap,
+            f"{ask_group_prefix(tenant)}{uuid.uuid4().hex[:8]}",
+            **{"fetch.wait.max.ms": 5},
         )
         self._pending: dict[str, float] = {}
         self._assign()

@@ -58,16 +58,20 @@ def ask_command(
     """
     from app.cli import settings_from
     from app.cli_support import fail, require_broker
+    from app.kafka.principals import tenant_principal
+    from app.kafka.security import use
     from app.stream.ask import ChatClient
     from topics import check_tenant
 
     settings = settings_from(ctx, tenant=tenant)
-    require_broker(settings, timeout)  # --timeout bounds the whole command
     try:
         check_tenant(settings.tenant)
+        # a tenant is who it is on Kafka: only its principal may use its topics
+        use(settings.kafka_identity(default=tenant_principal(settings.tenant)))
     except ValueError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=1) from None
+    require_broker(settings, timeout)  # --timeout bounds the whole command
     try:
         client = ChatClient(settings.bootstrap, settings.namespace, settings.tenant)
     except Exception as exc:

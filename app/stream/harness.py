@@ -28,7 +28,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from app.kafka.admin import apply_catalogue, make_admin
 from app.kafka.clients import delivery_errors, make_consumer, make_producer
-from topics import WORKER_APP_ID, catalogue, namespaced
+from app.kafka.provision import provision
+from topics import WORKER_APP_ID, catalogue, chat_tenants, namespaced
 
 __all__ = [
     "Record",
@@ -65,11 +66,13 @@ def worker_group(namespace: str) -> str:
 
 
 def create_topics(bootstrap: str, silo_ids: Sequence[int], partitions: int, namespace: str) -> None:
-    """Apply the namespaced catalogue; raises RuntimeError on problems."""
+    """Apply the namespaced catalogue and its principals' ACLs (on a secure cluster, as the
+    process's admin); raises RuntimeError on problems."""
     specs = catalogue(tuple(silo_ids), partitions, namespace)
     report = apply_catalogue(make_admin(bootstrap), specs)
     if report.problems:
         raise RuntimeError(f"topic setup failed: {report.problems}")
+    provision(bootstrap, namespace, silo_ids, chat_tenants(tuple(silo_ids)))
 
 
 class WorkerProcess:

@@ -41,6 +41,7 @@ from app.features.event_time import TimePolicy
 from app.features.records import Transaction
 from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord, parse_transaction
+from app.kafka.security import faust_settings
 from app.ops.worker_metrics import SAMPLE_INTERVAL_S, WorkerMetrics
 from app.settings import Settings
 from app.stream.commit_watch import CommitWatch
@@ -215,6 +216,7 @@ def create_worker_app(
         # A killed worker's partitions move on after this long (Faust's default is 60 s;
         # a restarted worker waited that long for its own old group member to expire).
         broker_session_timeout=SESSION_TIMEOUT_S,
+        **faust_settings(),  # SASL_SSL as the process's principal (app.kafka.security)
     )
     # Faust stalls every stream (0.1 s waits) once more than 100 records wait in its producer
     # buffer; the per-commit write-behind queues one record per changed customer at once.

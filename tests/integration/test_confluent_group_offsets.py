@@ -22,18 +22,24 @@ import sys
 import confluent_kafka
 
 ADMIN_CALL = """
-import sys
+import os, sys
+from pathlib import Path
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
-admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+from app.kafka.security import client_config, read_client_config
+admin_conf = Path(os.environ["FEDSTREAM_KAFKA_CLIENTS"]) / "admin.conf"  # a secure broker
+admin = AdminClient(client_config(sys.argv[1], read_client_config(admin_conf)))
 request = [ConsumerGroupTopicPartitions("fresh-group", [TopicPartition("some.topic", 0)])]
 for future in admin.list_consumer_group_offsets(request, request_timeout=30).values():
     print("offsets", [tp.offset for tp in future.result().topic_partitions])
 """
 
 WORKAROUND_CALL = """
-import sys
+import os, sys
+from pathlib import Path
+from app.kafka.security import read_client_config, use
 from app.ops.offsets import KafkaReader
+use(read_client_config(Path(os.environ["FEDSTREAM_KAFKA_CLIENTS"]) / "admin.conf"))
 with KafkaReader(sys.argv[1]) as reader:
     print("committed", reader.committed("fresh-group", [("some.topic", 0)]))
 """

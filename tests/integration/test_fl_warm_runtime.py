@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 import topics
 from app.fl import processes
 from app.fl.kafka_io import ensure_topics, produce_frames, read_metrics
 from app.fl.synthetic import synthetic_frames
 from app.fl.warm_runtime import run_task
+from app.kafka.admin import make_admin
 from tests.integration.fl_support import run_config, seed_silos, silo_ids, start_flower, wait_rounds
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ def test_failed_round_keeps_the_runtime_serving(
     assert run_task(address, "a-withdrawn-token") is False
 
     # Execute: the silo topic disappears, so the ClientApp raises; then data comes back
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = make_admin(kafka_bootstrap)  # as the session admin
     for future in admin.delete_topics([topic]).values():
         future.result(timeout=30)
     _wait_for(lambda: "task failed" in log.read_text(), "a failed task", timeout_s=60)

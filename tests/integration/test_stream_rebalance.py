@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from app.features.reference import ReferenceOutput
+from app.kafka.admin import make_admin
 from app.kafka.clients import delivery_errors, make_producer
 from app.stream.harness import (
     WorkerProcess,
@@ -60,7 +60,7 @@ TRAIL_LINE = "commit trails processing"
 
 def wait_members(bootstrap: str, group: str, n: int, timeout_s: float = 120.0) -> None:
     """Wait until ``n`` members of ``group`` each hold input partitions (the group is formed)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = make_admin(bootstrap)  # as the session admin
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
