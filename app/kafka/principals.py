@@ -5,8 +5,8 @@ Every component is a principal (SCRAM-SHA-512 user) holding only what its job ne
 =============== ===========================================================================
 admin           super user: applies the catalogue, creates users and ACLs (the operator)
 worker          reads the inputs, tenants' request topics and the model; writes silo batches,
-                dead letters, ``features.enriched`` and tenants' responses; owns its group
-                and Faust's internal topics (``<app id>-*``)
+                dead letters, ``features.enriched``, ``features.spec`` and tenants' responses;
+                owns its group and Faust's internal topics (``<app id>-*``)
 bank            writes ``bank.customers`` and ``bank.transactions`` (producers, CSV replay)
 silo-<id>       reads ``silo.<id>.*`` under its own consumer group, nothing else
 fl-server       writes and reads ``fl.model.global`` and ``fl.metrics``
@@ -30,6 +30,7 @@ from pathlib import Path
 from app.kafka.security import KafkaIdentity, read_client_config, write_client_config
 from topics import (
     CUSTOMERS,
+    FEATURE_SPECS,
     FEATURES_ENRICHED,
     FL_METRICS,
     MODEL_GLOBAL,
@@ -121,7 +122,12 @@ def stream_grants(namespace: str, silos: Iterable[int], tenants: Iterable[str]) 
         # requests too: one on the wrong partition is forwarded to the right one
         *_grants(WORKER, "TOPIC", requests, ("READ", "WRITE", "DESCRIBE")),
         *_grants(WORKER, "TOPIC", [namespaced(MODEL_GLOBAL, ns)], READ),
-        *_grants(WORKER, "TOPIC", [namespaced(FEATURES_ENRICHED, ns), *responses], WRITE),
+        *_grants(
+            WORKER,
+            "TOPIC",
+            [namespaced(FEATURES_ENRICHED, ns), namespaced(FEATURE_SPECS, ns), *responses],
+            WRITE,
+        ),
         *_grants(WORKER, "TOPIC", [namespaced(f"silo.{s}.", ns) for s in silos], WRITE, True),
         *_grants(WORKER, "TOPIC", [namespaced("dlq.", ns)], WRITE, True),
         # Faust's changelogs and its assignor topic are <app id>-...; it creates them itself
