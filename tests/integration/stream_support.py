@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from app.features.frames import decode_batch
 from app.features.reference import Event, ReferenceOutput, run_reference_phases
 from app.features.spec import FeatureSpec
 from app.features.windows import WindowConfig
+from app.kafka.broker import LocalBroker
 from app.settings import Settings
 from app.stream.harness import (
     WorkerProcess,
@@ -148,3 +150,12 @@ def run_worker_over(
         worker.stop()
         raise
     return worker
+
+
+def act_on(broker: LocalBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a test's own (secure) broker the one this process acts on as its admin, and
+    the one ``fedstream`` subprocesses find their principals for (undone after the test)."""
+    import app.kafka.security
+
+    monkeypatch.setenv("FEDSTREAM_KAFKA_CLIENTS", str(broker.clients_dir))
+    monkeypatch.setattr(app.kafka.security, "_current", broker.identity())

@@ -39,7 +39,7 @@ from app.stream.harness import (
     wait_committed,
     worker_group,
 )
-from tests.integration.stream_support import collect_output, encode, records
+from tests.integration.stream_support import act_on, collect_output, encode, records
 from topics import TRANSACTIONS
 
 pytestmark = pytest.mark.integration
@@ -79,11 +79,14 @@ def _wait_rounds(bootstrap: str, model: str, n: int, timeout_s: float) -> list[d
     raise AssertionError(f"only {len(docs)} of {n} rounds published in {timeout_s:.0f} s")
 
 
-def test_a_pipeline_file_runs_a_raw_csv_through_worker_and_flower(tmp_path: Path) -> None:
+def test_a_pipeline_file_runs_a_raw_csv_through_worker_and_flower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare: an own broker (Flower reads the plain topic names), the CSV and its replay
     cache = Path(os.environ.get("FEDSTREAM_CACHE_DIR", default_cache_dir()))
     broker = LocalBroker(tmp_path / "broker", cache, port=free_port(), controller_port=free_port())
     broker.start(timeout_s=180)
+    act_on(broker, monkeypatch)  # secure, as users run it
     fl_root = tmp_path / "fl-root"
     try:
         bootstrap = broker.bootstrap

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from app.features.reference import Event
 from app.kafka.broker import LocalBroker
 from app.kafka.clients import make_producer
@@ -28,6 +30,7 @@ from app.settings import default_cache_dir
 from app.stream.harness import WorkerProcess, produce_records, wait_committed, worker_group
 from tests.integration.stream_support import (
     SILOS,
+    act_on,
     collect_output,
     default_spec,
     new_namespace,
@@ -60,12 +63,15 @@ def send_paced(bootstrap: str, recs: Sequence[tuple[str, bytes | None, bytes]], 
         errors.append(f"{left} records undelivered")
 
 
-def test_broker_outage_mid_stream_gives_the_reference_rows(tmp_path: Path) -> None:
+def test_broker_outage_mid_stream_gives_the_reference_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare: own broker, events with profile updates, the reference
     cache = Path(os.environ.get("FEDSTREAM_CACHE_DIR", default_cache_dir()))
     broker = LocalBroker(tmp_path / "broker", cache, port=free_port(), controller_port=free_port(),
                          heap="512m")  # fmt: skip
     broker.start(timeout_s=180)
+    act_on(broker, monkeypatch)  # secure, as users run it
     spec = default_spec()
     events: list[Event] = events_with_updates(customers=100, n_events=5_000, seed=8)
     want, ref = reference_rows([events], spec)
