@@ -9,7 +9,7 @@ worker          reads the inputs, tenants' request topics and the model; writes 
                 owns its group and Faust's internal topics (``<app id>-*``)
 bank            writes ``bank.customers`` and ``bank.transactions`` (producers, CSV replay)
 silo-<id>       reads ``silo.<id>.*`` under its own consumer group, nothing else
-fl-server       writes and reads ``fl.model.global`` and ``fl.metrics``
+fl-server       writes and reads ``fl.model.global`` and ``fl.metrics``, reads ``features.spec``
 tenant-<t>      writes ``chatbot.<t>.requests``, reads ``chatbot.<t>.responses``
 =============== ===========================================================================
 
@@ -150,6 +150,7 @@ def fl_grants(silos: Iterable[int], groups: dict[int, str]) -> list[Grant]:
     (``groups[silo]``); the server writes and reads the model and metrics topics."""
     out = _grants(FL_SERVER, "TOPIC", [MODEL_GLOBAL, FL_METRICS], ("READ", "WRITE", "DESCRIBE"))
     out += _grants(FL_SERVER, "GROUP", [SCAN_GROUP_PREFIX], ("READ",), True)  # resume scans
+    out += _grants(FL_SERVER, "TOPIC", [FEATURE_SPECS], READ)  # the spec it trains on
     for silo in silos:
         out += _grants(silo_principal(silo), "TOPIC", [f"silo.{silo}."], READ, True)
         out += _grants(silo_principal(silo), "GROUP", [groups[silo]], ("READ", "DESCRIBE"))

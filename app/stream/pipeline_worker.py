@@ -34,6 +34,7 @@ import orjson
 from app.features.batcher import SiloBatchers
 from app.features.dead_letter import dead_letter, dead_letter_key
 from app.features.validation import InvalidRecord
+from app.kafka.security import faust_settings
 from app.pipeline.dsl import Pipeline
 from app.pipeline.runner import PipelineRunner
 from app.pipeline.spec import pipeline_spec
@@ -92,6 +93,7 @@ def create_pipeline_worker_app(
         web_enabled=False, broker_commit_interval=1.0, producer_linger_ms=5,
         producer_max_request_size=16 * 1024 * 1024, stream_buffer_maxsize=65536,
         consumer_auto_offset_reset="earliest", broker_session_timeout=SESSION_TIMEOUT_S,
+        **faust_settings(),  # SASL_SSL as the process's principal (app.kafka.security)
     )  # fmt: skip
     handle = PipelineWorker(app, runner)
     batchers = SiloBatchers(settings.silo_ids, spec.version, spec.n_features,
