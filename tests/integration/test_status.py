@@ -51,7 +51,8 @@ def _cli(bootstrap: str, model: str, *args: str) -> subprocess.CompletedProcess[
 
 
 def _env(model: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDSTREAM_")}
+    env = {k: v for k, v in os.environ.items()  # the broker's credentials stay (secure)
+           if not k.startswith("FEDSTREAM_") or k == "FEDSTREAM_KAFKA_CLIENTS"}  # fmt: skip
     return {**env, "FEDSTREAM_MODEL_NAME": model}
 
 
