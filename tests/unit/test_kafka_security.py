@@ -49,6 +49,8 @@ def test_credentials_keep_passwords_and_siblings_are_found(tmp_path: Path) -> No
     # Prepare
     first = ensure_credentials(tmp_path, ["admin", "silo-0"], "h:1", tmp_path / "ca.pem")
 
+    before = current()  # the session's own identity (the integration broker's admin in CI)
+
     # Execute
     again = ensure_credentials(tmp_path, ["admin", "silo-0", "silo-1"], "h:1", tmp_path / "ca.pem")
 
@@ -59,7 +61,8 @@ def test_credentials_keep_passwords_and_siblings_are_found(tmp_path: Path) -> No
     with acting_as(again["admin"]):
         assert sibling("silo-1") == tmp_path / "silo-1.conf"
         assert sibling("silo-9") is None
-    assert current() == PLAINTEXT
+        assert current() is again["admin"]
+    assert current() is before
 
 
 def test_silo_grants_do_not_reach_other_silos() -> None:
