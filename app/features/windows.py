@@ -37,6 +37,7 @@ style ``initialize``/``agg``/``result``, plus ``merge`` to combine buckets).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +58,9 @@ __all__ = [
     "WindowFeatures",
     "activity_summary",
     "admit",
+    "prune_buckets",
     "snapshot",
+    "union_of",
     "update",
 ]
 
@@ -211,8 +214,8 @@ def snapshot(
                 sx = b[2]
             s_m.append(b[3])
             s_c.append(b[4])
-    long_merchants = _union(l_m)
-    long_countries = _union(l_c)
+    long_merchants = union_of(l_m)
+    long_countries = union_of(l_c)
     if inside or (prev is None and state.buckets):
         gap: float | None = 0.0
     else:
@@ -222,8 +225,8 @@ def snapshot(
         ss,
         ss / sc if sc else 0.0,
         sx,
-        len(_union(s_m)),
-        len(_union(s_c)),
+        len(union_of(s_m)),
+        len(union_of(s_c)),
         lc,
         ls,
         ls / lc if lc else 0.0,
@@ -237,7 +240,8 @@ def snapshot(
     )
 
 
-def _union(sets: list[set[str]]) -> AbstractSet[str]:
+def union_of(sets: Sequence[AbstractSet[Any]]) -> AbstractSet[Any]:
+    """The union of ``sets``, without a copy when there is only one."""
     if len(sets) == 1:
         return sets[0]
     if not sets:
@@ -294,17 +298,35 @@ def update(state: CustomerWindows, txn: Transaction, config: WindowConfig) -> Cu
     if previous_last is None or ts > previous_last:
         state.last_ts = ts
     if created:
-        # relative to the older of this event and the customer's latest: an outlier ahead
-        # of the history prunes nothing its predecessors still need
-        ref = ts if previous_last is None else min(ts, previous_last)
-        cutoff = ref - config.long_s - hop
-        old = [b for b in state.buckets if b < cutoff]
-        for b in old:
-            del state.buckets[b]
-        if old:
-            top = max(old) + hop
-            state.horizon = top if state.horizon is None else max(state.horizon, top)
+        state.horizon = prune_buckets(
+            state.buckets, state.horizon, ts, previous_last, config.long_s, hop
+        )
     return state
+
+
+def prune_buckets(
+    buckets: dict[int, Any],
+    horizon: int | None,
+    ts: float,
+    previous_last: float | None,
+    span: int,
+    grain: int,
+) -> int | None:
+    """Drop the buckets no window of ``span`` seconds can still reach; the new horizon.
+
+    Pruning is relative to the older of this event and the key's latest: an outlier ahead
+    of the history prunes nothing its predecessors still need. Buckets before the returned
+    horizon are gone (events there are "late").
+    """
+    ref = ts if previous_last is None else min(ts, previous_last)
+    cutoff = ref - span - grain
+    old = [b for b in buckets if b < cutoff]
+    for b in old:
+        del buckets[b]
+    if not old:
+        return horizon
+    top = max(old) + grain
+    return top if horizon is None else max(horizon, top)
 
 
 def _window_dict(acc: list[Any]) -> dict[str, Any]:

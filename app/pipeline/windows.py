@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.features.windows import prune_buckets, union_of
+
 __all__ = [
     "Agg",
     "KeyWindows",
@@ -319,7 +321,7 @@ class WindowPlan:
                 continue
             acc = accs[i]
             n = acc[0]
-            unions = [_union(acc[j]) for j in range(d0, width)]
+            unions = [union_of(acc[j]) for j in range(d0, width)]
             for how, j in outs:
                 if how == 0:  # count
                     out.append(float(n))
@@ -376,22 +378,6 @@ class WindowPlan:
         if self.unique is not None:
             bucket[slot + 1].add(uid)
         if created:
-            ref = ts if previous_last is None else min(ts, previous_last)
-            cutoff = ref - self.longest - grain
-            old = [b for b in state.buckets if b < cutoff]
-            for b in old:
-                del state.buckets[b]
-            if old:
-                top = max(old) + grain
-                state.horizon = top if state.horizon is None else max(state.horizon, top)
-
-
-_NOTHING: frozenset[Any] = frozenset()
-
-
-def _union(sets: list[set[Any]]) -> set[Any] | frozenset[Any]:
-    if len(sets) == 1:
-        return sets[0]
-    if not sets:
-        return _NOTHING
-    return set().union(*sets)
+            state.horizon = prune_buckets(
+                state.buckets, state.horizon, ts, previous_last, self.longest, grain
+            )
