@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from app.fl import processes
-from app.fl.kafka_io import read_metrics, read_models
+from app.fl.kafka_io import read_models
 from app.fl.spec_source import published_specs
 from app.kafka.broker import LocalBroker
 from app.model.frame import decode_model
@@ -39,6 +38,7 @@ from app.stream.harness import (
     wait_committed,
     worker_group,
 )
+from tests.integration.fl_support import wait_rounds
 from tests.integration.stream_support import act_on, collect_output, encode, records
 from topics import TRANSACTIONS
 
@@ -66,17 +66,6 @@ def _row_multiset(rows: dict[int, Counter[Any]]) -> dict[int, Counter[tuple[byte
         for (x, y, _ts), n in counter.items():
             out[silo][(x, y)] += n
     return out
-
-
-def _wait_rounds(bootstrap: str, model: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    docs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        docs = read_metrics(bootstrap, model)
-        if len(docs) >= n:
-            return docs
-        time.sleep(2)
-    raise AssertionError(f"only {len(docs)} of {n} rounds published in {timeout_s:.0f} s")
 
 
 def test_a_pipeline_file_runs_a_raw_csv_through_worker_and_flower(
@@ -150,7 +139,7 @@ def test_a_pipeline_file_runs_a_raw_csv_through_worker_and_flower(
                         "idle-backoff-max": 2.0},
             insecure=True,
         )  # fmt: skip
-        docs = _wait_rounds(bootstrap, model, 1, timeout_s=240)
+        docs = wait_rounds(bootstrap, model, 1, timeout_s=240)
 
         # Assert: both silos trained on the pipeline's rows, the model carries its spec
         trained = {s: sum(d["silos"].get(str(s), {}).get("rows", 0) for d in docs) for s in SILOS}
