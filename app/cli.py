@@ -207,9 +207,8 @@ def kafka_configure(
     port: PortOpt = None,
 ) -> None:
     """Write a broker's configuration, certificate and principals' client configs for
-    another host (docker/compose.yaml) without starting it; prints the format arguments."""
-    import shlex
-
+    another host (docker/compose.yaml) without starting it, and the argument file of
+    `kafka-storage format @<file>` (0600: the initial passwords, never on a command line)."""
     from app.kafka.broker import LocalBroker
     from app.kafka.principals import principal_names
 
@@ -218,10 +217,7 @@ def kafka_configure(
                          controller_port=settings.controller_port,
                          principals=principal_names(settings.silo_ids, settings.chat_tenants),
                          host=host)  # fmt: skip
-    args = broker.configure()
-    fmt = broker.home / "format.args"  # holds the initial passwords: 0600
-    fmt.touch(mode=0o600)
-    fmt.write_text(shlex.join(["-c", str(broker.properties), *args]) + "\n")
+    fmt = broker.configure()
     console.print(f"broker config {broker.properties}, client configs in {broker.clients_dir}, "
                   f"format arguments in {fmt}")  # fmt: skip
 
@@ -274,7 +270,7 @@ def topics_apply(ctx: typer.Context) -> None:
         report = apply_catalogue(make_admin(settings.bootstrap), specs)
         groups = {s: silo_group(settings.model_name, s) for s in settings.silo_ids}
         access = provision(settings.bootstrap, settings.namespace, settings.silo_ids,
-                           settings.chat_tenants, groups)  # fmt: skip
+                           settings.chat_tenants, groups, prune=("stream",))  # fmt: skip
     except (KafkaException, RuntimeError) as exc:
         raise _fail(f"could not apply the catalogue at {settings.bootstrap}: {exc}") from None
     console.print(
@@ -283,7 +279,8 @@ def topics_apply(ctx: typer.Context) -> None:
     )
     if access is not None:
         added = f", users added: {', '.join(access.users_added)}" if access.users_added else ""
-        console.print(f"access: {access.acls} ACL bindings{added}")
+        revoked = f", {access.revoked} stale ones deleted" if access.revoked else ""
+        console.print(f"access: {access.acls} ACL bindings{revoked}{added}")
     for problem in report.problems:
         console.print(f"[yellow]warning:[/] {problem}")
 

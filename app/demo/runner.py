@@ -328,7 +328,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
         )
         # every component's principal and ACLs (a no-op on an insecure broker)
         provision(settings.bootstrap, "", settings.silo_ids, settings.chat_tenants,
-                  {s: silo_group(model, s) for s in settings.silo_ids})  # fmt: skip
+                  {s: silo_group(model, s) for s in settings.silo_ids},
+                  prune=("stream", "fl"))  # fmt: skip
         running.worker = _start_worker(settings, root, options, model)
         console.print(
             f"worker started (pid {running.worker.pid}); starting Flower with "

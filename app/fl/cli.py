@@ -339,8 +339,14 @@ def bench_fl_command(
             "current: every configuration on the configured broker."
         ),
     ] = "both",
+    repeats: Annotated[
+        int, typer.Option(min=1, help="--security both: measured legs per mode (interleaved).")
+    ] = 2,
+    warmup: Annotated[
+        bool, typer.Option(help="--security both: one leg per mode first, not compared.")
+    ] = False,
 ) -> None:
     """Round wall time at 2 and 4 silos, Flower overhead, training ratio, decode rows/s."""
     from bench.fl import bench_fl_command as run
 
-    run(ctx, rounds=rounds, rows=rows, security=security)
+    run(ctx, rounds=rounds, rows=rows, security=security, repeats=repeats, warmup=warmup)

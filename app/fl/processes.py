@@ -264,7 +264,7 @@ def up(
     # each silo principal may read its topics under the model's group (and nothing else)
     try:
         provision(bootstrap, "", silo_ids, (), {s: silo_group(cfg.model_name, s) for s in silo_ids},
-                  stream=False)  # fmt: skip
+                  stream=False, prune=("fl",))  # fmt: skip
     except (RuntimeError, KafkaException) as exc:
         raise FLError(f"could not grant the silos their Kafka access: {exc}") from None
     current = FLDeployment.load(data_dir)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -25,18 +24,25 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from app.fl.pki import ensure_server_tls
+from app.kafka.broker_config import (
+    BROKER_PRINCIPAL,
+    LOG4J,
+    base_properties,
+    plaintext_listeners,
+    secure_listeners,
+    write_format_args,
+    write_private,
+    write_properties,
+)
+from app.kafka.jars import JarsError, ensure_jars
 from app.kafka.principals import ADMIN, ensure_credentials
-from app.kafka.security import PLAINTEXT, SCRAM, KafkaIdentity, client_config
+from app.kafka.security import PLAINTEXT, KafkaIdentity, client_config
 from app.ports import port_free
 
 __all__ = ["BrokerError", "BrokerStatus", "LocalBroker", "wait_for_broker"]
 
 logger = logging.getLogger(__name__)
 
-BROKER_PRINCIPAL = "broker"  # the broker's own client (inter-broker listener), a super user
-CONTROLLER_PRINCIPAL = "controller"  # its KRaft controller client (PLAIN, loopback)
-
-POM = Path(__file__).resolve().parents[2] / "docker" / "kafka" / "pom.xml"
 # Kafka's own JVM performance options (kafka-run-class.sh). The serial collector used
 # before paused the broker ~26 ms per young collection, which showed up in chatbot p99s.
 _JVM_FLAGS = [
@@ -47,20 +53,6 @@ _JVM_FLAGS = [
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 ]
-_LOG4J = """\
-status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = {level}
-rootLogger.appenderRef.file.ref = file
-logger.kafka.name = kafka
-logger.kafka.level = {level}
-logger.state.name = state.change.logger
-logger.state.level = warn
-"""
 
 
 class BrokerError(RuntimeError):
@@ -157,31 +149,10 @@ class LocalBroker:
     # -- jars -------------------------------------------------------------------------
     def ensure_jars(self) -> bool:
         """Resolve the broker jars into the cache; return True if it downloaded anything."""
-        marker = self.libs / ".complete"
-        if marker.exists():
-            return False
-        java, mvn = shutil.which("java"), shutil.which("mvn")
-        if java is None:
-            raise BrokerError("java was not found on PATH; install Java 17 or newer")
-        if mvn is None:
-            raise BrokerError("mvn was not found on PATH; install Apache Maven to fetch Kafka")
-        if not POM.exists():
-            raise BrokerError(f"the broker pom {POM} is missing; run from a fedstream checkout")
-        self.libs.mkdir(parents=True, exist_ok=True)
-        logger.info(
-            "resolving Apache Kafka %s jars from Maven Central into %s", self.version, self.libs
-        )
-        cmd = [
-            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-Dkafka.version={self.version}",
-            f"-DoutputDirectory={self.libs}",
-        ]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-            raise BrokerError(f"Maven could not fetch Kafka {self.version}: {' | '.join(tail)}")
-        marker.write_text(self.version)
-        return True
+        try:
+            return ensure_jars(self.libs, self.version)
+        except JarsError as exc:
+            raise BrokerError(str(exc)) from None
 
     def identity(self, principal: str = ADMIN) -> KafkaIdentity:
         """The client identity of ``principal`` (anonymous plaintext on an insecure broker)."""
@@ -199,17 +170,19 @@ class LocalBroker:
         return tuple(dict.fromkeys((self.host, "127.0.0.1", "localhost")))
 
     # -- configuration ----------------------------------------------------------------
-    def configure(self) -> list[str]:
+    def configure(self, format_args: Path | None = None) -> Path:
         """Write the broker's configuration, TLS files and every principal's client config
-        without starting it (a broker in a container: docker/compose.yaml); returns the
-        arguments of ``kafka-storage format`` after ``-c <server.properties>``."""
+        without starting it (a broker in a container: docker/compose.yaml), and the
+        ``kafka-storage format`` argument file (``@<file>``; default ``format.args`` in the
+        broker's home); returns that file."""
         self._write_config()
-        args = [f"--cluster-id={self._cluster_id()}", "--ignore-formatted"]
-        if self.secure:
-            for name in (BROKER_PRINCIPAL, *self.principals):
-                ident = self.identity(name)
-                args += ["--add-scram", f"{SCRAM}=[name={name},password={ident.password}]"]
-        return args
+        return self._write_format_args(format_args or self.home / "format.args")
+
+    def _write_format_args(self, path: Path) -> Path:
+        # SCRAM users exist before the first start (KIP-900); the broker's own one too
+        names = (BROKER_PRINCIPAL, *self.principals) if self.secure else ()
+        users = {name: self.identity(name) for name in names}
+        return write_format_args(path, self.properties, self._cluster_id(), users)
 
     def _mode(self) -> str:
         return "sasl_ssl" if self.secure else "plaintext"
@@ -227,83 +200,22 @@ class LocalBroker:
 
     def _security_props(self) -> dict[str, str]:
         if not self.secure:
-            return {
-                "listeners": f"PLAINTEXT://{self.listen}:{self.port},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
-                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name": "PLAINTEXT",
-                "auto.create.topics.enable": "true",
-            }
+            return plaintext_listeners(self.listen, self.host, self.port, self.controller_port)
         tls = ensure_server_tls(self.data_dir, self._hosts(), name="kafka")
         keystore = self.home / "tls" / "keystore.pem"
         keystore.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:  # Kafka's PEM keystore: the private key (PKCS#8) followed by the chain
-            os.write(fd, tls.key.read_bytes() + tls.cert.read_bytes())
-        finally:
-            os.close(fd)
-        broker = self.identity(BROKER_PRINCIPAL)
-        # The controller listener speaks SASL PLAIN on loopback (SCRAM cannot work there);
-        # its one user is the broker's own controller client, re-keyed at every start.
-        secret = secrets.token_urlsafe(24)
-        plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
-                 f'username="{CONTROLLER_PRINCIPAL}" password="{secret}" '
-                 f'user_{CONTROLLER_PRINCIPAL}="{secret}";')  # fmt: skip
-        scram = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
-                 f'username="{broker.principal}" password="{broker.password}";')  # fmt: skip
-        return {
-            "listeners": f"SASL_SSL://{self.listen}:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"SASL_SSL://{self.host}:{self.port}",
-            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
-            "inter.broker.listener.name": "SASL_SSL",
-            "sasl.enabled.mechanisms": SCRAM,
-            "sasl.mechanism.inter.broker.protocol": SCRAM,
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
-            "sasl.mechanism.controller.protocol": "PLAIN",
-            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-            "listener.name.controller.plain.sasl.jaas.config": plain,
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(keystore),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(tls.ca),
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found": "false",
-            "super.users": f"User:{ADMIN};User:{BROKER_PRINCIPAL};User:{CONTROLLER_PRINCIPAL}",
-            "auto.create.topics.enable": "false",
-        }
+        # Kafka's PEM keystore: the private key (PKCS#8) followed by the chain
+        write_private(keystore, tls.key.read_bytes() + tls.cert.read_bytes())
+        return secure_listeners(self.listen, self.host, self.port, self.controller_port,
+                                keystore, tls.ca, self.identity(BROKER_PRINCIPAL))  # fmt: skip
 
     def _write_config(self) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.home.chmod(0o700)
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "controller.listener.names": "CONTROLLER",
-            **self._security_props(),
-            "log.dirs": str(self.storage),
-            "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "log.cleaner.backoff.ms": "5000",
-            "message.max.bytes": str(16 * 1024 * 1024),
-            "log.retention.check.interval.ms": "60000",
-        }
-        fd = os.open(self.properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:  # it holds the broker's own passwords
-            os.write(fd, "".join(f"{k}={v}\n" for k, v in props.items()).encode())
-        finally:
-            os.close(fd)
-        self.properties.chmod(0o600)
+        props = base_properties(self.controller_port, self.storage)
+        write_properties(self.properties, {**props, **self._security_props()})
         (self.home / "log4j2.properties").write_text(
-            _LOG4J.format(log=self.home / "server.log", level="INFO")
+            LOG4J.format(log=self.home / "server.log", level="INFO")
         )
 
     def _java(self, main: str, *args: str) -> list[str]:
@@ -317,19 +229,14 @@ class LocalBroker:
     def _format_storage(self) -> None:
         if (self.storage / "meta.properties").exists():
             return
-        cluster_id = self._cluster_id()
-        scram: list[str] = []
-        if self.secure:  # SCRAM users exist before the first start (KIP-900)
-            for name in (BROKER_PRINCIPAL, *self.principals):
-                ident = self.identity(name)
-                scram += ["--add-scram", f"{SCRAM}=[name={name},password={ident.password}]"]
-        done = subprocess.run(
-            # "--cluster-id=ID": a random id may start with "-", which argparse would
-            # take for an option after a separate "-t" (it failed 1 in 64 fresh starts)
-            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                       "-c", str(self.properties), "--ignore-formatted", *scram),
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        args = self._write_format_args(self.home / ".format.args")
+        try:
+            done = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", f"@{args}"),
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        finally:
+            args.unlink(missing_ok=True)  # it holds the initial passwords
         if done.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed: {done.stderr.strip()[-300:]}")
         (self.home / "security").write_text(self._mode())

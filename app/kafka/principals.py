@@ -50,6 +50,9 @@ __all__ = [
     "ask_group_prefix",
     "ensure_credentials",
     "fl_grants",
+    "in_namespace",
+    "owned_by_fl",
+    "owned_by_stream",
     "principal_names",
     "silo_principal",
     "stream_grants",
@@ -155,6 +158,48 @@ def fl_grants(silos: Iterable[int], groups: dict[int, str]) -> list[Grant]:
         out += _grants(silo_principal(silo), "TOPIC", [f"silo.{silo}."], READ, True)
         out += _grants(silo_principal(silo), "GROUP", [groups[silo]], ("READ", "DESCRIBE"))
     return out
+
+
+# first name segments of un-namespaced names (the catalogue's, Faust's, the groups')
+_ROOTS = frozenset(n.split(".", 1)[0] for n in (CUSTOMERS, FEATURES_ENRICHED, MODEL_GLOBAL,
+                                                 chat_requests("x"), "silo.", "dlq."))  # fmt: skip
+
+
+def in_namespace(name: str, namespace: str) -> bool:
+    """Whether a topic or group name (or prefix) of an ACL belongs to ``namespace``'s
+    deployment ("" = the un-namespaced one); names shared by every namespace (the
+    ``fedstream-...`` group prefixes) belong to "" only."""
+    if namespace:
+        return name.startswith(f"{namespace}.")
+    return name.startswith("fedstream-") or name.split(".", 1)[0] in _ROOTS
+
+
+def _silo_of(principal: str) -> int | None:
+    head, _, tail = principal.partition("-")
+    return int(tail) if head == "silo" and tail.isdigit() else None
+
+
+def owned_by_stream(grant: Grant, namespace: str, silos: Iterable[int]) -> bool:
+    """Whether provisioning the stream side of ``namespace`` for ``silos`` manages
+    ``grant``: the worker's, the bank's and every tenant's ACLs in the namespace, and
+    those of silo principals that are no longer silos of the deployment."""
+    if not in_namespace(grant.name, namespace):
+        return False
+    p = grant.principal
+    silo = _silo_of(p)
+    return (
+        p in (WORKER, BANK)
+        or p.startswith("tenant-")
+        or (silo is not None and silo not in set(silos))
+    )
+
+
+def owned_by_fl(grant: Grant, silos: Iterable[int]) -> bool:
+    """Whether provisioning the federated side for ``silos`` manages ``grant``: the
+    server's ACLs and those of these silos (e.g. the group of a model no longer trained)."""
+    if not in_namespace(grant.name, ""):
+        return False
+    return grant.principal == FL_SERVER or _silo_of(grant.principal) in set(silos)
 
 
 def ensure_credentials(

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.kafka.access import apply_grants, ensure_users
+from app.kafka.access import apply_grants, ensure_users, revoke_stale
 from app.kafka.admin import make_admin
 from app.kafka.principals import (
     ADMIN,
+    Grant,
     ensure_credentials,
     fl_grants,
+    owned_by_fl,
+    owned_by_stream,
     principal_names,
     stream_grants,
 )
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 class ProvisionReport:
     users_added: list[str]
     acls: int
+    revoked: int = 0
 
 
 def provision(
@@ -43,12 +47,17 @@ def provision(
     silo_groups: dict[int, str] | None = None,
     admin: KafkaIdentity | None = None,
     stream: bool = True,
+    prune: Collection[str] = (),
 ) -> ProvisionReport | None:
     """Credentials (beside the admin's client config), users and ACLs of every principal.
 
     ``silo_groups`` maps each silo to the consumer group its ClientApp commits in (the
     model's); without it only the stream side is granted, with ``stream=False`` only the
-    federated side. Returns None on a plaintext cluster.
+    federated side. ``prune`` names the sides whose stale ACLs are deleted afterwards:
+    ``"stream"`` (the worker's, the bank's and every tenant's in the namespace, and those
+    of silo principals no longer in ``silos``; ``topics apply``) and ``"fl"`` (the
+    server's and those of ``silos``, e.g. the group of a model no longer trained;
+    ``fl up``). Returns None on a plaintext cluster.
     """
     ident = admin or current()
     if not ident.secure:
@@ -63,8 +72,15 @@ def provision(
     grants = stream_grants(namespace, silos, tenants) if stream else []
     if silo_groups:
         grants += fl_grants(sorted(silo_groups), silo_groups)
-    count = apply_grants(make_admin(bootstrap, ident), grants)
-    return ProvisionReport(added, count)
+    client = make_admin(bootstrap, ident)
+    count = apply_grants(client, grants)
+    owners: list[Callable[[Grant], bool]] = []
+    if "stream" in prune:
+        owners.append(lambda g: owned_by_stream(g, namespace, silos))
+    if "fl" in prune:
+        owners.append(lambda g: owned_by_fl(g, silos))
+    revoked = revoke_stale(client, grants, lambda g: any(o(g) for o in owners)) if owners else []
+    return ProvisionReport(added, count, len(revoked))
 
 
 def rotate_password(bootstrap: str, principal: str, admin: KafkaIdentity | None = None) -> Path:

@@ -72,7 +72,7 @@ def create_topics(bootstrap: str, silo_ids: Sequence[int], partitions: int, name
     report = apply_catalogue(make_admin(bootstrap), specs)
     if report.problems:
         raise RuntimeError(f"topic setup failed: {report.problems}")
-    provision(bootstrap, namespace, silo_ids, chat_tenants(tuple(silo_ids)))
+    provision(bootstrap, namespace, silo_ids, chat_tenants(tuple(silo_ids)), prune=("stream",))
 
 
 class WorkerProcess:

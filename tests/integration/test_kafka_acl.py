@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 import topics
 from app.fl.kafka_io import ensure_topics, publish_round, read_models, silo_group
+from app.kafka.access import granted
 from app.kafka.principals import (
     BANK,
     FL_SERVER,
@@ -29,7 +30,7 @@ from app.kafka.principals import (
 from app.kafka.provision import provision
 from app.kafka.security import PLAINTEXT, KafkaIdentity, client_config, read_client_config
 from app.stream.harness import create_topics
-from topics import namespaced
+from topics import chat_tenants, namespaced
 
 pytestmark = pytest.mark.integration
 
@@ -225,3 +226,48 @@ def test_stream_principals_hold_only_their_jobs(kafka_bootstrap: str, kafka_clie
         namespaced("silo.0.new-topic", ns)
         not in AdminClient(client_config(kafka_bootstrap)).list_topics(timeout=10).topics
     )
+
+
+def test_provision_deletes_its_own_stale_acls_and_nothing_else(
+    kafka_bootstrap: str, kafka_clients: Path
+) -> None:
+    # Prepare: a deployment with tenants silo-0 and silo-1, and another namespace's ACLs
+    ns = f"prune{time.monotonic_ns() % 10**8}"
+    create_topics(kafka_bootstrap, [0, 1], 1, ns)
+    provision(kafka_bootstrap, f"{ns}x", [0, 1], chat_tenants((0, 1)))
+    t0, t1 = (_who(kafka_clients, tenant_principal(f"silo-{s}")) for s in (0, 1))
+    requests = {s: namespaced(topics.chat_requests(f"silo-{s}"), ns) for s in (0, 1)}
+    assert _write(kafka_bootstrap, t1, requests[1]) is None
+    admin = AdminClient(client_config(kafka_bootstrap))
+    gone = tenant_principal("silo-1")
+
+    # Execute: silo 1 leaves the deployment
+    report = provision(kafka_bootstrap, ns, [0], chat_tenants((0,)), prune=("stream",))
+
+    # Assert: its tenant's ACLs of this namespace are deleted and enforced as such; the
+    # other tenant and the other namespace keep theirs
+    left = granted(admin)
+    assert report is not None and report.revoked >= 3
+    assert not [g for g in left if g.principal == gone and g.name.startswith(f"{ns}.")]
+    assert [g for g in left if g.principal == gone and g.name.startswith(f"{ns}x.")]
+    assert _write(kafka_bootstrap, t0, requests[0]) is None
+    refused = _write(kafka_bootstrap, t1, requests[1])
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_fl_up_provisioning_drops_the_group_of_a_model_no_longer_trained(
+    kafka_bootstrap: str,
+) -> None:
+    # Prepare: silo 70 granted the group of an old model; silo 71 another deployment's
+    admin = AdminClient(client_config(kafka_bootstrap))
+    old, new, other = (silo_group(m, s) for m, s in (("old", 70), ("new", 70), ("old", 71)))
+    provision(kafka_bootstrap, "", [70, 71], (), {70: old, 71: other}, stream=False)
+
+    # Execute: training model "new" on silo 70 (as `fl up` provisions)
+    report = provision(kafka_bootstrap, "", [70], (), {70: new}, stream=False, prune=("fl",))
+
+    # Assert
+    groups = {(g.principal, g.name) for g in granted(admin) if g.resource == "GROUP"}
+    assert report is not None and report.revoked == 2  # READ and DESCRIBE of the old group
+    assert (silo_principal(70), new) in groups and (silo_principal(70), old) not in groups
+    assert (silo_principal(71), other) in groups

@@ -109,14 +109,6 @@ def test_crc32_and_murmur2_producers_mixed(kafka_bootstrap: str, tmp_path: Path)
                 assert right
             elif not right:
                 misplaced += 1
-    print(
-        "ORIGINS",
-        len(origins),
-        len(set(origins)),
-        misplaced,
-        got.total_rows(),
-        len(got.dead_letters),
-    )
     assert misplaced > 100 and forwarded == misplaced == len(set(origins))
     inputs = {namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)}
     counted = {dict(k[1])["topic"]: v for k, v in scraped.items()

@@ -1,0 +1,48 @@
+"""The security comparison's leg order and arithmetic (bench.security), without brokers."""
+
+from __future__ import annotations
+
+from bench.security import leg_order, summarize
+
+
+def test_legs_alternate_abba_after_a_warmup_pair() -> None:
+    # Prepare / Execute
+    legs = leg_order(repeats=3, warmup=True)
+
+    # Assert: the warm-up pair first, then neither mode always first
+    assert legs[:2] == [("insecure", True), ("secure", True)]
+    measured = [mode for mode, warm in legs if not warm]
+    assert measured == ["insecure", "secure", "secure", "insecure", "insecure", "secure"]
+    assert leg_order(repeats=2, warmup=False) == [
+        ("insecure", False), ("secure", False), ("secure", False), ("insecure", False)
+    ]  # fmt: skip
+
+
+def test_costs_come_from_medians_and_pairs() -> None:
+    # Prepare: a latency (lower is better) and a throughput (higher is better); one
+    # outlier leg of the secure mode that a median must ignore
+    runs = {
+        "insecure": [{"ms": 10.0, "eps": 1000}, {"ms": 12.0, "eps": 900}, {"ms": 11.0, "eps": 950}],
+        "secure": [{"ms": 11.0, "eps": 990}, {"ms": 60.0, "eps": 850}, {"ms": 12.1, "eps": 940}],
+    }
+
+    # Execute
+    doc = summarize(runs, {"ms": False, "eps": True})
+
+    # Assert
+    assert doc["insecure"] == {"ms": 11.0, "eps": 950}
+    assert doc["secure"] == {"ms": 12.1, "eps": 940}
+    assert doc["security_cost"] == {"ms": 0.1, "eps": round(10 / 950, 3)}
+    # pairs: ms costs 0.1, 4.0, 0.1 -> median 0.1; eps costs 0.01, 0.056, 0.011 -> 0.011
+    assert doc["paired_cost"] == {"ms": 0.1, "eps": 0.011}
+    assert doc["security_target_met"] is True
+    assert doc["legs"]["secure"][1] == {"ms": 60.0, "eps": 850.0}
+
+
+def test_a_missing_figure_fails_the_target() -> None:
+    runs = {"insecure": [{"ms": 10.0}], "secure": [{"other": 1.0}]}
+
+    doc = summarize(runs, {"ms": False})
+
+    assert doc["security_cost"] == {"ms": None}
+    assert doc["security_target_met"] is False
