@@ -4,8 +4,14 @@ On the configured broker, in a fresh topic namespace, with a real ``fedstream wo
 process and a published global model (so every event is scored and every answer is
 explained):
 
-1. the synthetic bank sends transactions at a steady ``rate`` for ``seconds`` (after a
-   warm-up): the stream's throughput (enriched records/s) *without* chatbot load;
+0. warm-up: the load runs until the worker keeps up with it (its enriched rate within
+   15 % of the input rate in two windows of 2 s in a row, not catching up a backlog),
+   at least 10 s; ``warmup_s`` says how long that took. A fixed 10 s was not enough on a
+   loaded box: the worker was still reading the profiles and catching up when the
+   phases began (0 enriched/s "without chat", then chat replies queued behind the
+   catch-up), more often for the secure broker, whose worker starts slower;
+1. the synthetic bank sends transactions at a steady ``rate`` for ``seconds``: the
+   stream's throughput (enriched records/s) *without* chatbot load;
 2. the same load plus chatbot requests at ``chat_rate`` for ``seconds``: throughput
    *with* chatbot load and the reply latency (request produced -> reply consumed);
 3. event-to-enriched latency percentiles over both phases (``enriched_ms`` minus the
@@ -116,6 +122,31 @@ def _enriched_end(bootstrap: str, ns: str) -> int:
         consumer.close()
 
 
+def _wait_steady(
+    bootstrap: str, ns: str, load: _Load, worker: WorkerProcess, rate: float,
+    min_s: float = 10.0, timeout_s: float = 300.0, window_s: float = 2.0,
+) -> float:  # fmt: skip
+    """Wait until the worker keeps up with the load (module docstring, step 0); returns
+    the seconds it took."""
+    start = time.monotonic()
+    steady = 0
+    sent, enriched = load.sent, _enriched_end(bootstrap, ns)
+    while True:
+        time.sleep(window_s)
+        worker.check_alive()
+        sent2, enriched2 = load.sent, _enriched_end(bootstrap, ns)
+        rate_in = (sent2 - sent) / window_s if rate > 0 else max(sent2 - sent, 1) / window_s
+        rate_out = (enriched2 - enriched) / window_s
+        sent, enriched = sent2, enriched2
+        steady = steady + 1 if enriched and abs(rate_out - rate_in) <= 0.15 * rate_in else 0
+        waited = time.monotonic() - start
+        if steady >= 2 and waited >= min_s:
+            return waited
+        if waited > timeout_s:
+            raise RuntimeError(f"the worker did not keep up with {rate_in:,.0f} events/s within "
+                               f"{timeout_s:.0f} s ({rate_out:,.0f} enriched/s)")  # fmt: skip
+
+
 def _chat_phase(
     bootstrap: str, ns: str, ids: list[str], chat_rate: float, seconds: float
 ) -> tuple[list[float], int]:
@@ -175,9 +206,9 @@ def _measure(
     ) as worker:  # fmt: skip
         load = _Load(bootstrap, ns, events, rate)
         try:
-            typer.echo(f"warming up for 10 s at {rate:,.0f} events/s ...")
-            time.sleep(10)
-            worker.check_alive()
+            typer.echo(f"warming up at {rate:,.0f} events/s until the worker keeps up ...")
+            out["warmup_s"] = round(_wait_steady(bootstrap, ns, load, worker, rate), 1)
+            typer.echo(f"steady after {out['warmup_s']} s")
             measure_from_ms = time.time() * 1000  # latencies of the warm-up are left out
             e0, t0 = _enriched_end(bootstrap, ns), time.monotonic()
             time.sleep(seconds)

@@ -117,6 +117,14 @@ def fl_up(
         ),
     ] = False,
     pipeline: PipelineOpt = None,
+    silo_kafka: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SILO=FILE, repeatable: that silo's SuperNode reads its own site's Kafka "
+            "cluster with this client config (its bootstrap, principal and CA) instead of "
+            "the operator's; the site grants its group itself (`topics apply` there).",
+        ),
+    ] = None,
 ) -> None:
     """Start a SuperLink and one SuperNode per silo in the background, then `flwr run`.
 
@@ -134,6 +142,12 @@ def fl_up(
         FLConfig.from_run_config({**DEFAULTS, **overrides})
     except FLConfigError as exc:
         raise _fail(str(exc)) from None
+    from app.fl.sites import SiteError, parse_site_kafka
+
+    try:
+        sites = parse_site_kafka(silo_kafka)
+    except SiteError as exc:
+        raise _fail(str(exc)) from None
     require_broker(settings)
     overrides = {**_pipeline_overrides(settings, pipeline), **overrides}
     try:
@@ -146,6 +160,7 @@ def fl_up(
             run_config=overrides,
             warm_clients=warm,
             insecure=insecure,
+            site_kafka=sites,
         )
     except FLError as exc:
         raise _fail(str(exc)) from None
@@ -155,6 +170,42 @@ def fl_up(
         f"federated training up: SuperLink 127.0.0.1:{dep.superlink_port}, "
         f"{len(dep.supernodes)} SuperNodes, run {dep.run_ids[-1]}; logs in {dep.root / 'logs'}"
     )
+
+
+@fl_app.command("configure")
+def fl_configure(
+    ctx: typer.Context,
+    superlink_host: Annotated[str, typer.Option(help="The host name SuperNodes reach it by.")],
+    silos: Annotated[int | None, typer.Option(help="Number of silos (SuperNodes).")] = None,
+) -> None:
+    """Write Flower's TLS certificate, SuperNode key pairs, CLI connection and run config
+    for SuperLink and SuperNodes on other hosts (docker/compose.yaml), without starting them."""
+    from app.fl.deploy import configure
+
+    settings = _settings(ctx, silos=silos)
+    clients = settings.data_dir / "kafka" / "clients"
+    files = configure(settings.data_dir, superlink_host, settings.superlink_port,
+                      settings.silo_ids, settings.bootstrap, clients)  # fmt: skip
+    console.print(f"SuperLink certificate {files.security.tls.cert if files.security.tls else ''}"
+                  f", {len(files.nodes)} SuperNode key pairs, connection {files.connection}, "
+                  f"run config {files.run_config}")  # fmt: skip
+
+
+@fl_app.command("register")
+def fl_register(
+    ctx: typer.Context,
+    silos: Annotated[int | None, typer.Option(help="Number of silos (SuperNodes).")] = None,
+) -> None:
+    """Register every silo's SuperNode public key with the SuperLink `fl configure` named."""
+    from app.fl.deploy import register
+    from app.fl.flower_auth import RegistrationError
+
+    settings = _settings(ctx, silos=silos)
+    try:
+        ids = register(settings.data_dir, settings.silo_ids)
+    except RegistrationError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"SuperNodes registered: {ids or 'all were already'}")
 
 
 @fl_app.command("status")

@@ -68,14 +68,22 @@ class NodeSettings:
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any], model_name: str) -> NodeSettings:
+        """``bootstrap`` may be left out when ``kafka-config`` names the cluster (a site's
+        SuperNode needs only its own client config)."""
         try:
             silo = int(node_config["silo-id"])
-            bootstrap = str(node_config["bootstrap"])
         except KeyError as exc:
             raise ValueError(f"SuperNode --node-config lacks {exc.args[0]!r}") from None
+        kafka_config = str(node_config.get("kafka-config") or "")
+        bootstrap = str(node_config.get("bootstrap") or "")
+        if not bootstrap and kafka_config:
+            bootstrap = read_client_config(Path(kafka_config)).bootstrap
+        if not bootstrap:
+            raise ValueError("SuperNode --node-config lacks 'bootstrap' (or a 'kafka-config' "
+                             "naming its cluster)")  # fmt: skip
         topic = str(node_config.get("topic") or topics.silo_batches(silo))
         group = str(node_config.get("group") or silo_group(model_name, silo))
-        return cls(silo, topic, bootstrap, group, str(node_config.get("kafka-config") or ""))
+        return cls(silo, topic, bootstrap, group, kafka_config)
 
 
 def read_round(

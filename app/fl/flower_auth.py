@@ -104,10 +104,17 @@ def connection_entry(address: str, security: FlowerSecurity) -> dict[str, Any]:
 
 
 def register_supernodes(
-    flwr: Path, connection: str, public_keys: Mapping[str, Path], env: Mapping[str, str]
+    flwr: Path,
+    connection: str,
+    public_keys: Mapping[str, Path],
+    env: Mapping[str, str],
+    existing_ok: bool = False,
 ) -> dict[str, int]:
     """``flwr supernode register`` every ``name -> public key`` (in parallel: each CLI
-    call takes seconds); returns the node id of each name."""
+    call takes seconds); returns the node id of each name newly registered.
+
+    ``existing_ok``: a key the SuperLink already knows (its ``--database`` kept it across
+    a restart) counts as registered."""
 
     def start(name: str, key: Path) -> subprocess.Popen[str]:
         cmd = [str(flwr), "supernode", "register", str(key), connection, "--name", name]
@@ -131,7 +138,9 @@ def register_supernodes(
             doc = json.loads(out[out.index("{") :])
         except ValueError:
             doc = {}
-        if proc.returncode != 0 or not doc.get("success"):
+        if existing_ok and "already in use" in str(doc.get("error") or err or out):
+            logger.info("SuperNode %s was registered already", name)
+        elif proc.returncode != 0 or not doc.get("success"):
             failed.append(f"{name}: {(doc.get('error') or err or out).strip()[-300:]}")
         else:
             ids[name] = int(doc["node-id"])

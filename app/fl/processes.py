@@ -37,6 +37,7 @@ from app.fl.flower_auth import (
     supernode_name,
 )
 from app.fl.kafka_io import silo_group
+from app.fl.sites import check_site, node_bootstrap
 from app.kafka.principals import FL_SERVER, silo_principal
 from app.kafka.provision import provision
 from app.kafka.security import current as kafka_identity
@@ -139,9 +140,13 @@ _alive = pid_alive
 
 
 def check_settings(
-    bootstrap: str, silo_ids: Sequence[int], run_config: Mapping[str, Any]
+    bootstrap: str,
+    silo_ids: Sequence[int],
+    run_config: Mapping[str, Any],
+    site_kafka: Mapping[int, Path] | None = None,
 ) -> FLConfig:
-    """Validate the run config and the broker's topics before starting anything."""
+    """Validate the run config and the broker's topics before starting anything; a silo
+    of ``site_kafka`` (its own cluster) is checked there, as its own principal."""
     try:
         cfg = FLConfig.from_run_config({**DEFAULTS, **run_config})
     except FLConfigError as exc:
@@ -155,13 +160,19 @@ def check_settings(
         existing = set(admin.list_topics(timeout=10).topics)
     except Exception as exc:
         raise FLError(f"could not reach Kafka at {bootstrap}: {exc}") from None
-    needed = [topics.silo_batches(s) for s in silo_ids] + [topics.MODEL_GLOBAL, topics.FL_METRICS]
-    missing = [t for t in needed if t not in existing]
+    sites = dict(site_kafka or {})
+    needed = [topics.silo_batches(s) for s in silo_ids if s not in sites]
+    missing = [t for t in [*needed, topics.MODEL_GLOBAL, topics.FL_METRICS] if t not in existing]
     if missing:
         raise FLError(
             f"topic(s) {', '.join(missing)} missing on the broker at {bootstrap}; "
             "run `fedstream topics apply` with the same --silos first"
         )
+    for silo, path in sites.items():
+        try:
+            check_site(silo, path)
+        except ValueError as exc:  # SiteError, or an unreadable client config
+            raise FLError(str(exc)) from None
     return cfg
 
 
@@ -185,8 +196,9 @@ def supernode_command(
 ) -> list[str]:
     """The command line of silo ``silo``'s SuperNode (``fl up``, the supervisor).
 
-    ``kafka_config``: the silo principal's client config, which its ClientApp uses (it
-    names that site's cluster and CA: nothing assumes one shared cluster).
+    ``bootstrap`` and ``kafka_config`` (the silo principal's client config, which its
+    ClientApp uses) are this node's own: its site's cluster and CA, which need not be the
+    operator's (``fl up --silo-kafka``).
     """
     node_config = f"silo-id={silo} topic='{topics.silo_batches(silo)}' bootstrap='{bootstrap}'"
     if kafka_config is not None:
@@ -246,6 +258,7 @@ def up(
     warm_clients: bool = True,
     insecure: bool = False,
     supervise: bool = True,
+    site_kafka: Mapping[int, Path] | None = None,
 ) -> FLDeployment:
     """Start a SuperLink and one SuperNode per silo, write the connection, submit the run.
 
@@ -256,14 +269,20 @@ def up(
     CA and every SuperNode registered with its own key pair.
     ``supervise`` (default) starts
     app/fl/supervisor.py, which restarts SuperNodes and runtimes that die.
+    ``site_kafka`` maps a silo to its principal's client config on the silo's own cluster
+    (a site with its own Kafka): that SuperNode reads from there, and the site's admin
+    grants its group (``fedstream topics apply`` on the site); other silos use the
+    operator's cluster ``bootstrap`` and their config beside the operator's.
     """
+    sites = {int(s): Path(p) for s, p in (site_kafka or {}).items()}
     server_kafka = sibling(FL_SERVER)  # beside the operator's own client config
     overrides = {**(run_config or {}), "bootstrap": bootstrap,
                  "kafka-config": str(server_kafka or "")}  # fmt: skip
-    cfg = check_settings(bootstrap, silo_ids, overrides)
+    cfg = check_settings(bootstrap, silo_ids, overrides, sites)
+    local = [s for s in silo_ids if s not in sites]
     # each silo principal may read its topics under the model's group (and nothing else)
     try:
-        provision(bootstrap, "", silo_ids, (), {s: silo_group(cfg.model_name, s) for s in silo_ids},
+        provision(bootstrap, "", local, (), {s: silo_group(cfg.model_name, s) for s in local},
                   stream=False, prune=("fl",))  # fmt: skip
     except (RuntimeError, KafkaException) as exc:
         raise FLError(f"could not grant the silos their Kafka access: {exc}") from None
@@ -307,9 +326,11 @@ def up(
         dep.warm = warm_clients
         for i, silo in enumerate(silo_ids):
             port = supernode_base_port + i
+            kafka_config = sites.get(silo) or sibling(silo_principal(silo))
+            cluster = node_bootstrap(sites[silo]) if silo in sites else bootstrap
             cmd = supernode_command(
-                bootstrap, silo, port, superlink_port, warm_clients,
-                security.supernode_args(keys[silo]), sibling(silo_principal(silo)),
+                cluster, silo, port, superlink_port, warm_clients,
+                security.supernode_args(keys[silo]), kafka_config,
             )  # fmt: skip
             dep.commands[f"supernode-{silo}"] = cmd
             pid = _spawn(cmd, logs / f"supernode-{silo}.log", env)
