@@ -51,6 +51,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "spec-version": "",
     "n-features": 0,
     "hidden": "64,32",
+    "module": "mlp",
     "seed": 0,
     "resume": True,
     "init-prior": 0.0,
@@ -80,6 +81,9 @@ class FLConfig:
         ``fedavg``, ``fedprox`` or ``fedadam``.
     local_epochs, lr, batch_size, pos_weight, weight_decay, seed, hidden
         Local training hyper-parameters (see :class:`app.model.config.ModelConfig`).
+    module : str
+        The Flax NNX module: ``mlp`` (built in) or ``package.module:Class`` /
+        ``/path/file.py:Class`` of the documented signature (:mod:`app.model.modules`).
     max_rows_per_round : int
         Most new rows a client reads from its silo topic per round.
     min_rows : int
@@ -157,6 +161,7 @@ class FLConfig:
     spec_version: str = ""
     n_features: int = 0
     hidden: tuple[int, ...] = (64, 32)
+    module: str = "mlp"
     seed: int = 0
     resume: bool = True
     init_prior: float = 0.0
@@ -190,6 +195,7 @@ class FLConfig:
             "dp-max-epsilon": self.dp_max_epsilon >= 0,
             "n-features": self.n_features >= 0,
             "hidden": len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+            "module": bool(self.module.strip()),
             "init-prior": 0.0 <= self.init_prior < 1.0,
             "round-rows": self.min_rows <= self.round_rows,
             "first-round-rows": self.first_round_rows >= 1,
@@ -256,6 +262,7 @@ class FLConfig:
         return ModelConfig(
             n_features=n_features,
             hidden=self.hidden,
+            module=self.module,
             seed=self.seed,
             learning_rate=self.lr,
             batch_size=self.batch_size,

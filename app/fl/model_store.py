@@ -98,7 +98,7 @@ def choose_resume(frames: Sequence[bytes], spec_version: str, config: ModelConfi
     spec_version : str
         Feature-spec version the run trains on.
     config : ModelConfig
-        Architecture the run trains (``n_features`` and ``hidden`` must match).
+        Architecture the run trains (``module``, ``n_features`` and ``hidden`` must match).
     """
     rejected: list[str] = []
     best: ModelFrame | None = None
@@ -110,8 +110,11 @@ def choose_resume(frames: Sequence[bytes], spec_version: str, config: ModelConfi
             continue
         meta = frame.meta
         why = None
+        module = str(meta.config.get("module") or "mlp")
         if meta.spec_version != spec_version:
             why = f"feature spec {meta.spec_version!r} != {spec_version!r}"
+        elif module != config.module:
+            why = f"model {module!r} != {config.module!r}"
         else:
             try:
                 validate_arrays(config, frame.arrays)

@@ -151,7 +151,7 @@ def prequential_round(
     score_seconds = time.perf_counter() - t0
     start = list(arrays)
     if set_prior and known.any():
-        start = with_prior(arrays, base_rate(labels[known]))
+        start = with_prior(arrays, base_rate(labels[known]), config)
     tx, ty = x, labels
     if replay is not None and replay.rows and known.any():
         tx = np.concatenate([x[known], replay.X])

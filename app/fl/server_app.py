@@ -87,7 +87,7 @@ def resolve_spec(cfg: FLConfig) -> tuple[str, int]:
 
 def initial_arrays(cfg: FLConfig, model_cfg: ModelConfig) -> list[np.ndarray]:
     """The parameters of a model started from scratch (seeded init, optional prior)."""
-    return with_prior(init_arrays(model_cfg), cfg.init_prior)
+    return with_prior(init_arrays(model_cfg), cfg.init_prior, model_cfg)
 
 
 def asks_prior(cfg: FLConfig, state: ServerState) -> bool:

@@ -80,7 +80,7 @@ def pipeline_document(ref: str, settings: Any) -> dict[str, Any]:
 
 
 def pipeline_run_config(ref: str, settings: Any, published: list[dict[str, Any]]) -> dict[str, Any]:
-    """``spec-version`` and ``n-features`` of pipeline ``ref`` for the run config.
+    """``spec-version``, ``n-features``, model and strategy of pipeline ``ref`` for the run config.
 
     Raises
     ------
@@ -100,8 +100,5 @@ def pipeline_run_config(ref: str, settings: Any, published: list[dict[str, Any]]
 
     federation = None if is_builtin(ref) else load_pipeline(ref).federation
     if federation is not None:  # the pipeline's model and strategy (built in: the defaults)
-        hidden = getattr(federation.model, "hidden", None)
-        if hidden:
-            out["hidden"] = ",".join(str(int(h)) for h in hidden)
-        out["strategy"] = federation.strategy
+        out.update(federation.run_config())
     return out

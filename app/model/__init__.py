@@ -4,12 +4,14 @@ Submodules (import them directly; this package does not import JAX eagerly so th
 numpy-only users such as the metrics or frame codecs stay cheap to import):
 
 - :mod:`app.model.config`         -- :class:`ModelConfig` hyper-parameters
-- :mod:`app.model.mlp`            -- the Flax NNX MLP (one logit)
+- :mod:`app.model.mlp`            -- the Flax NNX MLP (one logit), the default model
+- :mod:`app.model.modules`        -- which module a model is: the signature, references
 - :mod:`app.model.params`         -- model <-> ``list[np.ndarray]`` in a stable order
 - :mod:`app.model.standardize`    -- federated feature standardisation (mergeable moments)
 - :mod:`app.model.training`       -- ``train`` / ``predict``
 - :mod:`app.model.metrics`        -- mergeable score histograms (ROC AUC, PR AUC, log loss)
 - :mod:`app.model.frame`          -- binary model frame for ``fl.model.global``
+- :mod:`app.model.scoring`        -- score rows of a frame (NumPy MLP, JAX otherwise)
 - :mod:`app.model.explain`        -- gradient x input explanations
 - :mod:`app.model.bench_reference` -- plain JAX loop used as a throughput reference
 

@@ -19,14 +19,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
-    """Hyper-parameters of the fraud MLP and its local training.
+    """Hyper-parameters of the model and its local training.
 
     Parameters
     ----------
     n_features : int
         Width of the feature rows.
     hidden : tuple of int
-        Hidden layer sizes (Linear + ReLU each); the head is a Linear to one logit.
+        Hidden layer sizes of the MLP (Linear + ReLU each; the head is a Linear to one
+        logit); passed to other modules that take ``hidden``.
+    module : str
+        Which Flax NNX module: ``"mlp"`` (built in) or a reference to a user's class
+        (``"package.module:Class"``, ``"/path/file.py:Class"``; see :mod:`app.model.modules`).
     seed : int
         Seed for parameter initialisation and minibatch shuffling.
     learning_rate : float
@@ -52,6 +56,7 @@ class ModelConfig:
 
     n_features: int
     hidden: tuple[int, ...] = (64, 32)
+    module: str = "mlp"
     seed: int = 0
     learning_rate: float = 1e-3
     batch_size: int = 256
@@ -68,6 +73,8 @@ class ModelConfig:
             raise ValueError(f"n_features must be >= 1, got {self.n_features}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if not self.module.strip():
+            raise ValueError("module must name a model (e.g. 'mlp')")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 0:
@@ -85,7 +92,7 @@ class ModelConfig:
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
-        """All layer widths from input to the single logit."""
+        """All layer widths of the MLP from input to the single logit."""
         return (self.n_features, *self.hidden, 1)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=16)
-def _grad_fn(n_features: int, hidden: tuple[int, ...]) -> Callable[..., jax.Array]:
-    layout = layout_for(n_features, hidden)
+def _grad_fn(n_features: int, hidden: tuple[int, ...], module: str) -> Callable[..., jax.Array]:
+    layout = layout_for(n_features, hidden, module)
 
     def logit(params: list[jax.Array], z: jax.Array) -> jax.Array:
         out: jax.Array = layout.logits(params, z[None, :])[0]
@@ -47,7 +47,7 @@ def gradient_x_input(
     validate_arrays(config, arrays)
     z = prepare_rows(np.asarray(x_row, dtype=np.float32).reshape(1, -1), config, mean, std)[0]
     params = [jnp.asarray(np.asarray(a, dtype=np.float32)) for a in arrays]
-    out = _grad_fn(config.n_features, config.hidden)(params, jnp.asarray(z))
+    out = _grad_fn(config.n_features, config.hidden, config.module)(params, jnp.asarray(z))
     return np.asarray(out, dtype=np.float32)
 
 

@@ -88,13 +88,14 @@ def prepare_rows(
 def _trainer(
     n_features: int,
     hidden: tuple[int, ...],
+    module: str,
     learning_rate: float,
     weight_decay: float,
     pos_weight: float,
     proximal_mu: float,
 ) -> tuple[Callable[[Any], Any], ChunkFn]:
     """Jitted optimiser init and jitted ``scan`` over a chunk of minibatches."""
-    layout = layout_for(n_features, hidden)
+    layout = layout_for(n_features, hidden, module)
     optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
 
     def loss_fn(
@@ -203,6 +204,7 @@ def train(
     init_opt, run_chunk = _trainer(
         config.n_features,
         config.hidden,
+        config.module,
         float(config.learning_rate),
         float(config.weight_decay),
         float(config.pos_weight),
@@ -256,8 +258,8 @@ def train(
 
 
 @functools.lru_cache(maxsize=16)
-def _predictor(n_features: int, hidden: tuple[int, ...]) -> Callable[..., jax.Array]:
-    layout = layout_for(n_features, hidden)
+def _predictor(n_features: int, hidden: tuple[int, ...], module: str) -> Callable[..., jax.Array]:
+    layout = layout_for(n_features, hidden, module)
 
     @jax.jit
     def probs(params: list[jax.Array], x: jax.Array) -> jax.Array:
@@ -288,7 +290,7 @@ def predict(
     n = int(x.shape[0])
     if n == 0:
         return np.zeros(0, dtype=np.float32)
-    fn = _predictor(config.n_features, config.hidden)
+    fn = _predictor(config.n_features, config.hidden, config.module)
     params = [jnp.asarray(np.asarray(a, dtype=np.float32)) for a in arrays]
     outs: list[jax.Array] = []
     for start in range(0, n, _PREDICT_MAX_ROWS):

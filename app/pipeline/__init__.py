@@ -16,6 +16,11 @@ A pipeline reads like the data flow it describes::
               .to_silos(by=["silo", "profile.silo"]))
     p.federate(rows, model=fs.MLP(hidden=(64, 32)), strategy="fedavg")
 
+The model may also be any Flax NNX module class ``Model(n_features, *, rngs)`` whose
+``__call__`` maps rows ``(batch, n_features)`` to logits ``(batch,)``, defined at module
+level (a pipeline file is fine): ``p.federate(rows, model=MyModule)``. See
+:mod:`app.model.modules` for the full signature.
+
 See :mod:`app.pipeline.dsl` (the steps), :mod:`app.pipeline.windows` (windows and
 aggregations), :mod:`app.pipeline.runner` (micro-batch execution) and
 :mod:`app.pipeline.spec` (names, order, version of the features).
@@ -24,10 +29,9 @@ aggregations), :mod:`app.pipeline.runner` (micro-batch execution) and
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from app.features.profiles import HistoryBounds
-from app.pipeline.dsl import Columns, Pipeline, Stream, Table
+from app.pipeline.dsl import MLP, Columns, Pipeline, Stream, Table
 from app.pipeline.spec import PipelineSpec, pipeline_spec
 from app.pipeline.windows import (
     alltime,
@@ -64,10 +68,3 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class MLP:
-    """The default model: a Flax NNX MLP with these hidden layer widths."""
-
-    hidden: tuple[int, ...] = (64, 32)

@@ -15,6 +15,7 @@ comparison per micro-batch.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +26,7 @@ from app.features.profiles import HistoryBounds
 from app.pipeline.windows import Agg, Window, WindowPlan
 
 __all__ = [
+    "MLP",
     "Columns",
     "Federation",
     "Filter",
@@ -191,12 +193,58 @@ class Stream:
 
 
 @dataclass(frozen=True, slots=True)
+class MLP:
+    """The default model: a Flax NNX MLP with these hidden layer widths."""
+
+    hidden: tuple[int, ...] = (64, 32)
+
+
+@dataclass(frozen=True, slots=True)
 class Federation:
-    """How the rows are trained: the model and the Flower strategy."""
+    """How the rows are trained: the model and the Flower strategy.
+
+    ``model`` is ``None`` (the default MLP), ``fs.MLP(hidden=...)``, a Flax NNX module
+    class of the documented signature (:mod:`app.model.modules`: built from
+    ``(n_features, *, rngs)``, logits of shape ``(batch,)``), or a reference string
+    (``"package.module:Class"``, ``"/path/file.py:Class"``).
+    """
 
     rows: Stream
     model: Any = None
     strategy: str = "fedavg"
+
+    def run_config(self) -> dict[str, Any]:
+        """``module``, ``hidden`` and ``strategy`` for the Flower run config."""
+        out: dict[str, Any] = {"strategy": self.strategy}
+        model = self.model
+        if model is None or isinstance(model, MLP):
+            out["module"] = "mlp"
+            if model is not None:
+                out["hidden"] = ",".join(str(int(h)) for h in model.hidden)
+        elif isinstance(model, str):
+            out["module"] = model
+        elif isinstance(model, type):
+            from app.model.modules import module_ref  # Flax: the user's class imported it
+
+            out["module"] = module_ref(model)
+        else:
+            raise TypeError(
+                f"federate(model=...) takes fs.MLP(...), a Flax NNX module class or "
+                f"'module:Class', not {type(model).__name__}"
+            )
+        return out
+
+
+def _check_model(model: Any) -> None:
+    """A clear error at ``federate`` time for a model argument that cannot work."""
+    if model is None or isinstance(model, (str, MLP)):
+        return
+    nnx = sys.modules.get("flax.nnx")  # a user's module class means Flax is imported
+    if not (isinstance(model, type) and nnx is not None and issubclass(model, nnx.Module)):
+        raise TypeError(
+            "federate(model=...) takes fs.MLP(...), a Flax NNX module class (not an "
+            f"instance) or 'module:Class', not {model!r}"
+        )
 
 
 class Pipeline:
@@ -244,6 +292,7 @@ class Pipeline:
             raise ValueError("federate() needs rows with a map() step (the features)")
         if not rows.steps_of(Route):
             rows = rows.to_silos()
+        _check_model(model)
         self.federation = Federation(rows, model, strategy)
         return self.federation
 

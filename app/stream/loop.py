@@ -167,7 +167,7 @@ class StreamLoop:
         self.model = live
         self.counters.model_swaps += 1
         logger.info("scoring with model %s (round %d)", live.version, live.round)
-        return self.processor.set_model(live.mlp.score, live.version, live.round, now_ms)
+        return self.processor.set_model(live.scorer.score, live.version, live.round, now_ms)
 
     # -- enrichment ---------------------------------------------------------------------
     def _send(self, topic: str, key: bytes | None, value: bytes, fast: bool = False) -> None:
@@ -305,8 +305,8 @@ class StreamLoop:
         model = self.model
         if model is not None and latest is not None:
             risk = RiskFacts(
-                score=model.mlp.score(latest.row),
-                top_features=model.mlp.explain(latest.row, self.columns, 5),
+                score=model.scorer.score(latest.row),
+                top_features=model.scorer.explain(latest.row, self.columns, 5),
                 model_round=model.round,
                 model_version=model.version,
                 txn_id=latest.txn_id,

@@ -4,8 +4,9 @@ Every worker needs every model, so the follower does not join the worker's consu
 it assigns all partitions of the (compacted) model topic itself, reads from the beginning
 and keeps reading. Each frame of the configured model name is decoded and, if it fits the
 worker's feature spec (same ``spec_version`` and width), turned into a :class:`LiveModel`
-(a :class:`app.model.numpy_forward.NumpyMLP`, a few µs per row) and published by a single
-reference assignment to :attr:`ModelFollower.latest`.
+(the scorer of the module its frame names, :func:`app.model.scoring.frame_scorer`: the
+NumPy MLP, a few µs per row, or the JAX forward of a pipeline's own module) and
+published by a single reference assignment to :attr:`ModelFollower.latest`.
 
 The thread never touches the stream: the Faust agent compares ``latest`` with the model it
 uses before each event and installs the new one there (flushing the micro-batches scored
@@ -26,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from app.kafka.clients import make_consumer
 from app.model.frame import decode_model
-from app.model.numpy_forward import NumpyMLP
+from app.model.scoring import Scorer, frame_scorer
 
 __all__ = ["LiveModel", "ModelFollower", "load_live_model"]
 
@@ -43,7 +44,7 @@ class LiveModel:
     spec_version: str
     created_ms: int
     received_ms: int
-    mlp: NumpyMLP
+    scorer: Scorer
     metrics: dict[str, Any]
 
 
@@ -58,9 +59,10 @@ def load_live_model(
             f"model {meta.model_version} expects spec {meta.spec_version} with "
             f"{meta.n_features} features; this worker has {spec_version} with {n_features}"
         )
-    mlp = NumpyMLP(frame.arrays, frame.mean, frame.std)
-    if mlp.n_features != n_features:
-        raise ValueError(f"model {meta.model_version} has input width {mlp.n_features}")
+    # only a module this process imported (its pipeline's): never code a frame names
+    scorer = frame_scorer(frame, import_code=False)
+    if scorer.n_features != n_features:
+        raise ValueError(f"model {meta.model_version} has input width {scorer.n_features}")
     metrics = {k: v for k, v in meta.metrics.items() if k != "standardisation_moments"}
     return LiveModel(
         meta.model_name,
@@ -69,7 +71,7 @@ def load_live_model(
         meta.spec_version,
         meta.created_ms,
         int(time.time() * 1000) if received_ms is None else received_ms,
-        mlp,
+        scorer,
         metrics,
     )
 

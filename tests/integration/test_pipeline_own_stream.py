@@ -4,7 +4,9 @@ The pipeline (``pipelines/card_export.py``) is loaded by path by every process. 
 has unusual column names, no key column and a relative time. No spec knob anywhere: the
 worker runs the pipeline and publishes its spec, Flower trains on the spec it finds on
 ``features.spec``. Rows equal the in-memory run of the same pipeline; asking for another
-pipeline's spec is a one-line error naming both.
+pipeline's spec is a one-line error naming both. The pipeline trains its own Flax NNX
+module: Flower imports it from the run config, every model frame names it and the
+worker's model hook scores the rows with it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.fl import processes
 from app.fl.kafka_io import read_models
 from app.fl.spec_source import published_specs
 from app.kafka.broker import LocalBroker
+from app.model.exact_metrics import exact_roc_auc
 from app.model.frame import decode_model
+from app.model.scoring import JaxScorer
+from app.model.training import predict
 from app.pipeline.load import load_pipeline
 from app.pipeline.runner import run_pipeline
 from app.pipeline.spec import pipeline_spec
@@ -38,6 +44,7 @@ from app.stream.harness import (
     wait_committed,
     worker_group,
 )
+from app.stream.model_follower import load_live_model
 from tests.integration.fl_support import wait_rounds
 from tests.integration.stream_support import act_on, collect_output, encode, records
 from topics import TRANSACTIONS
@@ -127,12 +134,15 @@ def test_a_pipeline_file_runs_a_raw_csv_through_worker_and_flower(
         assert spec.version in lines[0] and "pipeline fraud" in lines[0], lines[0]
         assert processes.FLDeployment.load(fl_root) is None
 
-        # Execute: federated training with no spec knob (the ServerApp reads features.spec)
-        model = "card-export-mlp"
+        # Execute: federated training with no spec knob (the ServerApp reads features.spec),
+        # the pipeline's own module and strategy in the run config (as `fl up --pipeline`)
+        model = "card-export-scorenet"
+        assert pipeline.federation is not None
+        own_model = pipeline.federation.run_config()
         processes.up(
             data_dir=fl_root, bootstrap=bootstrap, silo_ids=SILOS,
             superlink_port=free_port(), supernode_base_port=free_port(span=2),
-            run_config={"model-name": model, "min-nodes": 2, "hidden": "8", "lr": 0.01,
+            run_config={**own_model, "model-name": model, "min-nodes": 2, "lr": 0.01,
                         "max-rows-per-round": 10_000,
                         "round-rows": 200, "first-round-rows": 100, "round-wait": 5.0,
                         "min-rows": 50, "local-steps": 50, "round-timeout": 60.0,
@@ -147,6 +157,22 @@ def test_a_pipeline_file_runs_a_raw_csv_through_worker_and_flower(
         frames = [decode_model(raw) for raw in read_models(bootstrap, model)]
         assert frames and {f.meta.spec_version for f in frames} == {spec.version}
         assert {f.meta.n_features for f in frames} == {spec.n_features}
+
+        # Assert: the frames name the pipeline's module; the worker's hook scores with it
+        assert {f.meta.config["module"] for f in frames} == {f"{PIPELINE.resolve()}:ScoreNet"}
+        live = load_live_model(read_models(bootstrap, model)[-1], spec.version, spec.n_features)
+        assert isinstance(live.scorer, JaxScorer)
+        X = np.stack([x for s in SILOS for _id, x, _y in in_memory.rows[s]])
+        y = np.array([y for s in SILOS for _id, _x, y in in_memory.rows[s]])
+        last = frames[-1]
+        scores = live.scorer.predict(X)
+        np.testing.assert_allclose(
+            scores,
+            predict(last.arrays, X, last.meta.model_config(), last.mean, last.std),
+            rtol=1e-6,
+        )
+        assert live.scorer.score(X[0]) == pytest.approx(float(scores[0]), rel=1e-5)
+        assert exact_roc_auc(scores, y) > 0.75  # TxScore tells fraud: the module learnt it
     finally:
         processes.down(fl_root)
         broker.stop()

@@ -50,8 +50,8 @@ def test_run_config_from_a_pipeline_and_the_one_line_mismatch() -> None:
     settings = Settings()
     own = pipeline_document(str(FILE), settings)
     cfg = pipeline_run_config(str(FILE), settings, [own])
-    assert cfg == {"spec-version": own["version"], "n-features": 4, "hidden": "8",
-                   "strategy": "fedavg"}  # fmt: skip
+    assert cfg == {"spec-version": own["version"], "n-features": 4,
+                   "module": f"{FILE.resolve()}:ScoreNet", "strategy": "fedavg"}  # fmt: skip
     assert pipeline_run_config(str(FILE), settings, [])["n-features"] == 4  # nothing published
     with pytest.raises(SpecMismatch) as exc:
         pipeline_run_config("fraud", settings, [own])
