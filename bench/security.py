@@ -14,7 +14,12 @@ run for the whole comparison and the legs alternate in ABBA order (insecure, sec
 secure, insecure, ...), so drift hits both modes alike; an optional first pair of legs is
 a warm-up whose figures are kept in the output but not compared. Each figure's cost is
 computed from the medians of its legs; ``paired_cost`` (the median of the costs of
-neighbouring pairs) is reported too, as a check that does not depend on slow drift.
+neighbouring pairs) is reported too, as a check that does not depend on slow drift, and
+``spread`` (per figure, the larger of the two modes' (max - min) / median over their legs)
+says how much the same figure moved between legs of the same mode. ``above_noise`` lists
+the figures whose cost is over the target *and* larger than that spread: a cost within
+the spread was not measured at all on that run (on a loaded box the legs of one mode
+differ by 2-5x, also in figures security cannot touch, such as local JAX training).
 """
 
 from __future__ import annotations
@@ -121,10 +126,17 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def _spread(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    mid = statistics.median(present) if present else 0
+    return round((max(present) - min(present)) / mid, 3) if len(present) > 1 and mid else None
+
+
 def summarize(
     runs: Mapping[str, list[dict[str, Any]]], figures: Mapping[str, bool]
 ) -> dict[str, Any]:
-    """Medians per mode, the cost of each figure from them, and the paired cost check."""
+    """Medians per mode, the cost of each figure from them, the paired cost check and the
+    spread between legs of one mode (see the module docstring)."""
     medians = {m: {k: _median([_pick(r, k) for r in runs[m]]) for k in figures} for m in MODES}
     cost = {k: _cost(medians["secure"][k], medians["insecure"][k], hi) for k, hi in figures.items()}
     pairs = list(zip(runs["insecure"], runs["secure"], strict=False))
@@ -132,9 +144,22 @@ def summarize(
         k: _median([_cost(_pick(on, k), _pick(off, k), hi) for off, on in pairs])
         for k, hi in figures.items()
     }
+    spread: dict[str, float | None] = {}
+    for k in figures:
+        per_mode = [
+            x for x in (_spread([_pick(r, k) for r in runs[m]]) for m in MODES) if x is not None
+        ]
+        spread[k] = max(per_mode) if per_mode else None
+    above_noise = []
+    for k, c in cost.items():
+        noise = spread[k]
+        if c is not None and c > MAX_COST and (noise is None or c > noise):
+            above_noise.append(k)
     return {
         "security_cost": cost,
         "paired_cost": {k: None if v is None else round(v, 3) for k, v in paired.items()},
+        "spread": spread,
+        "above_noise": above_noise,
         "secure": medians["secure"],
         "insecure": medians["insecure"],
         "legs": {m: [{k: _pick(r, k) for k in figures} for r in runs[m]] for m in MODES},

@@ -37,6 +37,18 @@ def test_costs_come_from_medians_and_pairs() -> None:
     assert doc["paired_cost"] == {"ms": 0.1, "eps": 0.011}
     assert doc["security_target_met"] is True
     assert doc["legs"]["secure"][1] == {"ms": 60.0, "eps": 850.0}
+    # spread: secure ms (60 - 11) / 12.1; insecure eps (1000 - 900) / 950 vs secure 140 / 940
+    assert doc["spread"] == {"ms": round(49 / 12.1, 3), "eps": round(140 / 940, 3)}
+    assert doc["above_noise"] == []
+
+
+def test_a_cost_larger_than_the_spread_between_legs_is_above_noise() -> None:
+    runs = {"insecure": [{"ms": 10.0}, {"ms": 11.0}], "secure": [{"ms": 15.0}, {"ms": 16.0}]}
+
+    doc = summarize(runs, {"ms": False})
+
+    assert doc["security_cost"] == {"ms": 0.476} and doc["spread"]["ms"] < 0.1
+    assert doc["above_noise"] == ["ms"] and doc["security_target_met"] is False
 
 
 def test_a_missing_figure_fails_the_target() -> None:
