@@ -18,6 +18,13 @@ is started when none answers):
    ``ts`` to the millisecond; the last one sent wins, which can only shorten a latency by
    the time between them). Includes micro-batching (``--batch-ms``).
 
+With ``--against REV`` the same measurement runs first with the worker of git revision
+``REV`` (its tree exported to a temporary directory and put first on the worker's
+``PYTHONPATH``, same virtualenv), then with this checkout's, alternating for
+``--rounds`` rounds on the same broker and the same synthetic events (seeded): a
+like-for-like comparison, ``vs_reference`` in the last line is this worker's rate over the
+reference's (median of the rounds).
+
 With ``--profile`` the worker runs under py-spy (``py-spy record --format raw``) during
 the backlog phase and the functions with the most samples are printed.
 
@@ -176,6 +183,7 @@ def _measure(
     profile: bool,
     work_dir: Path,
     pipeline: str = "fraud",
+    worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     from app.produce import SyntheticBank
     from app.stream.harness import (
@@ -206,7 +214,7 @@ def _measure(
 
     # 1. backlog through one worker
     args = ["--batch-rows", str(batch_rows), "--batch-ms", str(batch_ms), "--pipeline", pipeline]
-    worker = WorkerProcess(bootstrap, ns, work_dir, silos, "bench", args).start()
+    worker = WorkerProcess(bootstrap, ns, work_dir, silos, "bench", args, env=worker_env).start()
     spy: subprocess.Popen[bytes] | None = None
     raw_profile = work_dir / "worker.pyspy.txt"
     try:
@@ -289,6 +297,48 @@ def _measure(
     }
 
 
+def _export_revision(rev: str, into: Path) -> Path:
+    """The tree of git revision ``rev`` of this repository, exported under ``into``."""
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    tree = into / f"reference-{commit[:12]}"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", commit], check=True,
+                             capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    print(f"reference worker: {rev} = {commit[:12]} exported to {tree}")
+    return tree
+
+
+def _against(bootstrap: str, rev: str, rounds: int, work: Path, **knobs: Any) -> dict[str, Any]:
+    """This worker vs the worker of ``rev``, alternating (see the module docstring)."""
+    import statistics
+
+    tree = _export_revision(rev, work)
+    env = {"PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
+    runs: dict[str, list[dict[str, Any]]] = {"reference": [], "this": []}
+    for r in range(rounds):
+        for name, worker_env in (("reference", env), ("this", None)):
+            print(f"--- round {r + 1}/{rounds}: {name} worker")
+            with tempfile.TemporaryDirectory(prefix="fedstream-bench-", dir=work) as tmp:
+                runs[name].append(run_bench(bootstrap, work_dir=Path(tmp), worker_env=worker_env,
+                                            **knobs))  # fmt: skip
+    rates = {k: [r["worker_events_per_s"] for r in v] for k, v in runs.items()}
+    ref, this = statistics.median(rates["reference"]), statistics.median(rates["this"])
+    return {
+        "against": rev,
+        "rounds": rounds,
+        "reference_events_per_s": rates["reference"],
+        "this_events_per_s": rates["this"],
+        "vs_reference": round(this / ref, 3) if ref else None,
+        "target_vs_reference": 1.0,
+        "target_met": bool(ref) and this >= ref,
+        "reference": runs["reference"],
+        "this": runs["this"],
+    }
+
+
 def bench_stream_command(
     ctx: typer.Context,
     events: Annotated[int, typer.Option(help="Synthetic events in the backlog.")] = 200_000,
@@ -302,8 +352,8 @@ def bench_stream_command(
     pipeline: Annotated[
         str,
         typer.Option(
-            help="What the worker runs: fraud (built in, native processor) or a "
-            "pipeline module/file, e.g. app.pipelines.fraud:pipeline (the API's)."
+            help="What the worker runs: fraud (the built-in pipeline, app/pipelines/fraud.py) "
+            "or a pipeline module/file (app/pipeline/load.py)."
         ),
     ] = "fraud",
     security: Annotated[
@@ -319,6 +369,14 @@ def bench_stream_command(
     warmup: Annotated[
         bool, typer.Option(help="--security both: one leg per mode first, not compared.")
     ] = False,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="Also run the worker of this git revision (e.g. HEAD~1), alternating, on "
+            "the same broker and events; implies --security current."
+        ),
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds of --against (reference, this).")] = 1,
 ) -> None:
     """Events/s through one stream worker vs a confluent-kafka passthrough; latency."""
     import orjson
@@ -332,6 +390,8 @@ def bench_stream_command(
     knobs = {"events": events, "customers": customers, "silos": settings.silos,
              "batch_rows": batch_rows, "batch_ms": batch_ms, "latency_events": latency_events,
              "profile": profile, "pipeline": pipeline}  # fmt: skip
+    if against is not None:
+        security = "current"
     if security == "both" and not settings.bootstrap_servers:  # --bootstrap: that cluster
         from bench.security import compare_security
 
@@ -366,6 +426,13 @@ def bench_stream_command(
             use(broker.identity())  # as its admin
             print(f"started a temporary (secure) broker on {bootstrap}")
         try:
+            if against is not None:
+                doc = _against(bootstrap, against, rounds, work, **knobs)
+                print(f"this worker {doc['this_events_per_s']} events/s, {against}'s "
+                      f"{doc['reference_events_per_s']}: {doc['vs_reference']}x; target "
+                      f">= 1.0: {'met' if doc['target_met'] else 'NOT met'}")  # fmt: skip
+                print(orjson.dumps(doc).decode())
+                return
             result = run_bench(
                 bootstrap,
                 events=events,

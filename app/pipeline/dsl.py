@@ -270,6 +270,16 @@ class Pipeline:
         self.tables: list[Table] = []
         self.sources: list[Source] = []
         self.federation: Federation | None = None
+        self.descriptions: dict[str, str] = {}
+
+    def describe(self, **phrases: str) -> Pipeline:
+        """Plain-language names of features for the chatbot's explanations.
+
+        ``p.describe(amount_log1p="the transaction amount")``; features without one are
+        named from the window they come from, else from the column name.
+        """
+        self.descriptions.update(phrases)
+        return self
 
     def table(self, topic: str, key: str, *, time: str = "ts", schema: Schema = "json",
               attrs: Sequence[str] = (), name: str = "profile",

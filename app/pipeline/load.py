@@ -2,9 +2,9 @@
 
 ``--pipeline`` (env ``FEDSTREAM_PIPELINE``) takes
 
-* ``fraud`` (the default, also ``""``): the built-in fraud pipeline; the worker runs it
-  with its native processor (``app.stream.processor``, the same rows as
-  ``app/pipelines/fraud.py``, proven by ``tests/unit/test_pipeline_fraud.py``);
+* ``fraud`` (the default, also ``""``): the built-in fraud pipeline,
+  ``app/pipelines/fraud.py`` (the worker builds it with the deployment's windows and
+  attribute columns);
 * ``package.module:attr`` (``:attr`` optional): a pipeline in an importable module;
 * ``path/to/file.py`` or ``path/to/file.py:attr``: a pipeline in a file.
 

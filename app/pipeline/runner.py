@@ -10,8 +10,12 @@ dead letters with the reason), then the steps in order, each over whole columns:
 * to_silos: evaluated right after the joins, before any window, so a row with an unknown
   silo is rejected without leaving a trace in the window state;
 * window: the per-key state read then updated row by row (state is sequential by
-  nature), the outputs as columns;
+  nature), the outputs as columns. With record offsets given, a record at or below its
+  key's last applied offset was applied before a crash and is skipped (``replayed``);
 * map: one call of the function on the whole batch; label: a column.
+
+State lives in a :class:`~app.pipeline.state.StateStore`: in memory here, durable in the
+worker (:mod:`app.stream.processor`), so both run the same steps on the same state.
 
 :func:`run_pipeline` drives it over in-memory events, phase by phase like the reference
 (:mod:`app.features.reference`): a phase's table records first, then its stream records.
@@ -21,133 +25,111 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from app.features.profiles import ProfileHistory
 from app.features.routing import hash_silo
-from app.features.validation import (
-    InvalidRecord,
-    check_key,
-    check_silo,
-    parse_customer,
-    parse_transaction,
-)
+from app.features.validation import InvalidRecord, check_key, check_silo, parse_customer
 from app.features.vectorize import DEFAULT_PROFILE
 from app.pipeline.dsl import Columns, Filter, Join, Label, Map, Pipeline, Route, Table, WindowStep
-from app.pipeline.windows import KeyWindows
+from app.pipeline.records import Parsed, column, customer_values, record_values
+from app.pipeline.state import MemoryStore, StateStore, TableVersion
 
-__all__ = ["BatchResult", "PipelineRunner", "Record", "run_pipeline"]
+__all__ = ["BatchResult", "BatchRows", "PipelineRunner", "Record", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
 Record = tuple[str, bytes | None, bytes]
 """``(topic, key, value)``."""
 
-_TXN_FIELDS = ("txn_id", "customer_id", "merchant_category", "channel", "country")
-_TXN_NUMBERS = ("ts", "amount")
-_CUSTOMER_STRINGS = ("segment", "home_country")
-_CUSTOMER_NUMBERS = ("ts", "age", "income_band", "credit_limit", "tenure_months")
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """The rows of a micro-batch in stream order (what the worker sends and enriches)."""
+
+    ids: list[str]
+    keys: list[str]
+    silos: npt.NDArray[np.int64]
+    x: F32
+    y: F32
+    ts: F64
+    aggregates: dict[str, F64]
+    """The window steps' output columns (the key's activity before the event)."""
+    missing: F64 | None
+    """``<table>.missing`` of the first join (1.0: no table version), None without a join."""
+    columns: dict[str, np.ndarray]
+    """Every column of the batch after the last step (e.g. ``amount``)."""
+    raws: list[bytes]
 
 
 @dataclass(slots=True)
 class BatchResult:
-    """Rows of one micro-batch per silo, and its dead letters ``(raw, reason)``."""
+    """Rows of one micro-batch, its dead letters ``(raw, reason)`` and replays skipped."""
 
-    rows: dict[int, tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.float32],
-                          npt.NDArray[np.float64]]] = field(default_factory=dict)  # fmt: skip
+    out: BatchRows | None = None
     dead_letters: list[tuple[bytes, str]] = field(default_factory=list)
+    replayed: int = 0
 
-
-class _Parsed:
-    """Valid records of a batch as plain values: one dict per record."""
-
-    __slots__ = ("keys", "raws", "values")
-
-    def __init__(self) -> None:
-        self.values: list[dict[str, Any]] = []
-        self.keys: list[str] = []
-        self.raws: list[bytes] = []
-
-
-def _record_values(schema: str, raw: bytes, key_field: str, time_field: str,
-                   attrs: Sequence[str]) -> dict[str, Any]:  # fmt: skip
-    """One record's columns (raises InvalidRecord)."""
-    if schema == "transaction":
-        t = parse_transaction(raw)
-        out: dict[str, Any] = {n: getattr(t, n) for n in (*_TXN_FIELDS, *_TXN_NUMBERS)}
-        out["silo"] = math.nan if t.silo is None else float(t.silo)
-        out["label"] = math.nan if t.label is None else float(t.label)
-        for a in attrs:
-            out[f"attrs.{a}"] = t.attrs.get(a, 0.0)
-        return out
-    if schema == "customer":
-        c = parse_customer(raw)
-        out = _customer_values(c, attrs)
-        out["customer_id"] = c.customer_id
-        return out
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"malformed JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidRecord("value must be a JSON object")
-    for need in (key_field, time_field):
-        if obj.get(need) is None:
-            raise InvalidRecord(f"missing field {need!r}")
-    ts = obj[time_field]
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        raise InvalidRecord(f"field {time_field!r}: must be a finite number (seconds)")
-    obj[key_field] = str(obj[key_field])
-    obj[time_field] = float(ts)
-    return obj
-
-
-def _customer_values(c: Any, attrs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {n: float(getattr(c, n)) for n in _CUSTOMER_NUMBERS}
-    out.update({n: getattr(c, n) for n in _CUSTOMER_STRINGS})
-    out["silo"] = float(c.silo)
-    for a in attrs:
-        out[f"attrs.{a}"] = c.attrs.get(a, 0.0)
-    return out
-
-
-def _column(values: list[Any]) -> np.ndarray:
-    """float64 for numbers (None -> NaN), object arrays for anything else."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return np.array(values, dtype=np.float64)
-    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-           for v in values):  # fmt: skip
-        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-    return np.array(values, dtype=object)
+    @property
+    def rows(self) -> dict[int, tuple[list[str], F32, F32, F64]]:
+        """Per silo ``(ids, X, y, ts)``, in stream order within each silo."""
+        out = self.out
+        if out is None:
+            return {}
+        rows = {}
+        for silo in np.unique(out.silos).tolist():
+            m = out.silos == silo
+            ids = [i for i, keep in zip(out.ids, m.tolist(), strict=True) if keep]
+            rows[int(silo)] = (ids, out.x[m], out.y[m], out.ts[m])
+        return rows
 
 
 class PipelineRunner:
-    """The compiled pipeline with its state (histories per table, windows per step)."""
+    """The compiled pipeline over a state store (see the module docstring).
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    Parameters
+    ----------
+    pipeline : Pipeline
+        What to run.
+    store : StateStore or None
+        Where histories and window states live (None: in memory).
+    check_time : callable or None
+        ``check_time(ts, now_s)`` raises InvalidRecord for an implausible event time
+        (the worker's :class:`~app.features.event_time.TimePolicy`); None: no check.
+    """
+
+    def __init__(self, pipeline: Pipeline, store: StateStore | None = None,
+                 check_time: Callable[[float, float], Any] | None = None) -> None:  # fmt: skip
         self.pipeline = pipeline
         self.rows_stream = pipeline.rows
         self.silo_ids = tuple(range(pipeline.silos))
-        self.histories: dict[str, dict[str, ProfileHistory[Any]]] = {
-            t.topic: {} for t in pipeline.tables
-        }
-        self.windows: list[dict[str, KeyWindows]] = [
-            {} for _ in self.rows_stream.steps_of(WindowStep)
-        ]
+        self.store: StateStore = store if store is not None else MemoryStore()
+        self.check_time = check_time
         self.columns: list[str] | None = None
+        self._window_columns = [c for s in self.rows_stream.steps_of(WindowStep)
+                                for c in s.plan.columns]  # fmt: skip
+
+    @property
+    def window_steps(self) -> list[WindowStep]:
+        return list(self.rows_stream.steps_of(WindowStep))
 
     # -- tables -------------------------------------------------------------------------
     def table_of(self, topic: str) -> Table | None:
         return next((t for t in self.pipeline.tables if t.topic == topic), None)
 
-    def on_table_record(self, table: Table, key: bytes | None, raw: bytes) -> None:
-        """Add one version to its key's history; raises InvalidRecord."""
+    def on_table_record(self, table: Table, key: bytes | None, raw: bytes,
+                        now_s: float | None = None) -> tuple[str, Any]:  # fmt: skip
+        """Add one version to its key's history; returns ``(key, version)``.
+
+        Raises InvalidRecord (nothing is stored then).
+        """
         if table.schema == "customer":
             customer = parse_customer(raw)
             check_key(key, customer.customer_id)
@@ -155,33 +137,48 @@ class PipelineRunner:
             version: Any = customer
             kid = customer.customer_id
         else:
-            values = _record_values(table.schema, raw, table.key, table.time, table.attrs)
+            values = record_values(table.schema, raw, table.key, table.time, table.attrs)
             kid = values[table.key]
             check_key(key, kid)
-            version = _Version(values, values[table.time])
-        self.histories[table.topic].setdefault(kid, ProfileHistory()).add(version, table.history)
+            version = TableVersion(values, values[table.time])
+        if now_s is not None and self.check_time is not None:
+            self.check_time(version.ts, now_s)
+        self.store.history_for_update(table.topic, kid).add(version, table.history)
+        return kid, version
 
     # -- stream -------------------------------------------------------------------------
-    def on_batch(self, records: Sequence[tuple[bytes | None, bytes]]) -> BatchResult:
-        """Process one micro-batch of stream records (see the module docstring)."""
+    def on_batch(
+        self,
+        records: Sequence[tuple[bytes | None, bytes]],
+        offsets: Sequence[int] | None = None,
+        now_s: float | None = None,
+    ) -> BatchResult:
+        """Process one micro-batch of stream records (see the module docstring).
+
+        ``offsets``: each record's offset in its partition (replays are skipped);
+        ``now_s``: the worker's clock for the event-time check.
+        """
         src = self.rows_stream.source
         result = BatchResult()
-        parsed = _Parsed()
-        for key, raw in records:
+        parsed = Parsed()
+        check_time = self.check_time if now_s is not None else None
+        for i, (key, raw) in enumerate(records):
             try:
-                values = _record_values(src.schema, raw, src.key, src.time, src.attrs)
+                values = record_values(src.schema, raw, src.key, src.time, src.attrs)
                 check_key(key, values[src.key])
+                if check_time is not None and now_s is not None:
+                    check_time(values[src.time], now_s)
             except InvalidRecord as exc:
                 result.dead_letters.append((raw, exc.reason))
                 continue
             parsed.values.append(values)
             parsed.keys.append(values[src.key])
             parsed.raws.append(raw)
+            parsed.offsets.append(-1 if offsets is None else offsets[i])
         if not parsed.values:
             return result
         fields = dict.fromkeys(n for v in parsed.values for n in v)  # a field may be absent
-        cols = {name: _column([v.get(name) for v in parsed.values]) for name in fields}
-        keep = np.ones(len(parsed.values), dtype=bool)
+        cols = {name: column([v.get(name) for v in parsed.values]) for name in fields}
         steps = self.rows_stream.steps
         joins_end = max((i for i, s in enumerate(steps) if isinstance(s, Join)), default=-1)
         silos: np.ndarray | None = None
@@ -189,57 +186,67 @@ class PipelineRunner:
         features: dict[str, Any] | None = None
         label: np.ndarray | None = None
         route = next((s for s in steps if isinstance(s, Route)), Route(("silo",)))
+        first_join = next((s.table for s in steps if isinstance(s, Join)), None)
+        track = offsets is not None
         if joins_end < 0:
             cols, parsed, silos = self._route(route, cols, parsed, result)
         for i, step in enumerate(steps):
             n = len(parsed.keys)
             if n == 0:
                 return result
+            keep: np.ndarray | None = None
             if isinstance(step, Filter):
                 keep = np.asarray(step.fn(Columns(cols, n)), dtype=bool)
                 if keep.shape != (n,):
                     raise ValueError(f"filter returned shape {keep.shape}, want ({n},)")
-                cols, parsed = _subset(cols, parsed, keep)
-                if silos is not None:
-                    silos = silos[keep]
             elif isinstance(step, Join):
                 cols.update(self._join(step.table, cols, parsed.keys, src.time))
             elif isinstance(step, WindowStep):
-                outputs, ok = self._window(step, window_i, cols, parsed, src.time, result)
+                outputs, ok = self._window(step, window_i, cols, parsed, src.time, result,
+                                           track and window_i == 0)  # fmt: skip
                 cols.update(outputs)
                 window_i += 1
-                if not ok.all():  # refused by ``unique``: dead letters, no state changed
-                    cols, parsed = _subset(cols, parsed, ok)
-                    if silos is not None:
-                        silos = silos[ok]
+                if not ok.all():  # refused by ``unique`` or replayed: no state changed
+                    keep = ok
             elif isinstance(step, Map):
                 features = _features(step.fn(Columns(cols, n)), n)
                 cols.update(features)
             elif isinstance(step, Label):  # absent or NaN: unknown (-1.0)
                 raw_label = cols.get(step.column, np.full(n, np.nan)).astype(np.float64)
                 label = np.where(np.isnan(raw_label), -1.0, raw_label).astype(np.float32)
+            if keep is not None:
+                cols, parsed = _subset(cols, parsed, keep)
+                if silos is not None:
+                    silos = silos[keep]
+                if label is not None:
+                    label = label[keep]
             if i == joins_end:
                 cols, parsed, silos = self._route(route, cols, parsed, result)
         if features is None or silos is None:
             raise ValueError("the rows need a map() step")
+        if not parsed.keys:
+            return result
         names = list(features)
         if self.columns is None:
             self.columns = names
         elif names != self.columns:
             raise ValueError(f"map() returned columns {names}, earlier {self.columns}")
-        x = np.stack([features[c] for c in names], axis=1).astype(np.float32)
-        y = label if label is not None else np.full(len(parsed.keys), -1.0, np.float32)
-        ts = cols[src.time].astype(np.float64)
-        ids = cols.get("txn_id", cols[src.key])  # a row's id: txn_id, else its key
-        for silo in np.unique(silos).tolist():
-            m = silos == silo
-            row_ids = [str(v) for v in ids[m]]
-            result.rows[int(silo)] = (row_ids, x[m], y[m], ts[m])
+        n = len(parsed.keys)
+        x = np.stack([cols[c] for c in names], axis=1).astype(np.float32)
+        y = label if label is not None else np.full(n, -1.0, np.float32)
+        ids_col = cols.get("txn_id", cols[src.key])  # a row's id: txn_id, else its key
+        missing = None if first_join is None else cols[f"{first_join.name}.missing"]
+        result.out = BatchRows(
+            ids=[str(v) for v in ids_col.tolist()], keys=parsed.keys,
+            silos=silos.astype(np.int64), x=x, y=y, ts=cols[src.time].astype(np.float64),
+            aggregates={c: cols[c] for c in self._window_columns}, missing=missing,
+            columns=cols, raws=parsed.raws,
+        )  # fmt: skip
         return result
 
     def _route(
-        self, route: Route, cols: dict[str, np.ndarray], parsed: _Parsed, result: BatchResult
-    ) -> tuple[dict[str, np.ndarray], _Parsed, np.ndarray]:
+        self, route: Route, cols: dict[str, np.ndarray], parsed: Parsed, result: BatchResult
+    ) -> tuple[dict[str, np.ndarray], Parsed, np.ndarray]:
         n = len(parsed.keys)
         silos = np.empty(n, dtype=np.int64)
         ok = np.ones(n, dtype=bool)
@@ -264,27 +271,28 @@ class PipelineRunner:
 
     def _join(self, table: Table, cols: dict[str, np.ndarray], keys: list[str],
               time_col: str) -> dict[str, np.ndarray]:  # fmt: skip
-        histories = self.histories[table.topic]
-        ts = cols[time_col]
+        history = self.store.history
+        topic = table.topic
+        ts = cols[time_col].tolist()
         found: list[Any] = []
         for i, kid in enumerate(keys):
-            h = histories.get(kid)
-            found.append(None if h is None else h.as_of(float(ts[i])))
+            h = history(topic, kid)
+            found.append(None if h is None else h.as_of(ts[i]))
         prefix = f"{table.name}."
         missing = np.array([v is None for v in found], dtype=np.float64)
         out = {f"{prefix}missing": missing}
         if table.schema == "customer":
-            default = _customer_values(DEFAULT_PROFILE, table.attrs)
-            rows = [default if v is None else _customer_values(v, table.attrs) for v in found]
+            default = customer_values(DEFAULT_PROFILE, table.attrs)
+            rows = [default if v is None else customer_values(v, table.attrs) for v in found]
             for name in default:
-                col = _column([r[name] for r in rows])
+                col = column([r[name] for r in rows])
                 if name == "silo":
                     col = np.where(missing == 1.0, np.nan, col)
                 out[prefix + name] = col
             return out
         names = sorted({n for v in found if v is not None for n in v.values})
         for name in names:
-            out[prefix + name] = _column([None if v is None else v.values.get(name) for v in found])
+            out[prefix + name] = column([None if v is None else v.values.get(name) for v in found])
         return out
 
     def _window(
@@ -292,14 +300,16 @@ class PipelineRunner:
         step: WindowStep,
         index: int,
         cols: dict[str, np.ndarray],
-        parsed: _Parsed,
+        parsed: Parsed,
         time_col: str,
         result: BatchResult,
+        track_offsets: bool,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The step's output columns, and which rows it accepted (``unique``)."""
+        """The step's output columns, and which rows it accepted (``unique``, replays)."""
         plan = step.plan
-        states = self.windows[index]
+        store = self.store
         keys = parsed.keys
+        offsets = parsed.offsets
         ts = cols[time_col].tolist()
         data = [cols[c].tolist() for c in plan.inputs()]
         rows = list(zip(*data, strict=True)) if data else [()] * len(keys)
@@ -307,9 +317,12 @@ class PipelineRunner:
         out = np.zeros((len(keys), len(plan.columns)), dtype=np.float64)
         ok = np.ones(len(keys), dtype=bool)
         for i, kid in enumerate(keys):
-            state = states.get(kid)
-            if state is None:
-                state = states[kid] = KeyWindows()
+            key_state = store.key_state(kid)
+            if track_offsets and offsets[i] <= key_state.offset:
+                ok[i] = False  # applied before a crash (module docstring)
+                result.replayed += 1
+                continue
+            state = key_state.step(index)
             refused = plan.admit(state, ts[i], uids[i], kid)
             if refused is not None:
                 ok[i] = False
@@ -318,24 +331,20 @@ class PipelineRunner:
             row = list(rows[i])
             out[i] = plan.snapshot(state, ts[i], row)
             plan.update(state, ts[i], row, uids[i])
+            if track_offsets:
+                key_state.offset = offsets[i]
+            store.state_changed(kid)
         return {name: out[:, j] for j, name in enumerate(plan.columns)}, ok
 
 
-@dataclass(slots=True)
-class _Version:
-    """A version of a ``json`` table row (what the history keeps)."""
-
-    values: dict[str, Any]
-    ts: float
-
-
-def _subset(cols: dict[str, np.ndarray], parsed: _Parsed,
-            keep: np.ndarray) -> tuple[dict[str, np.ndarray], _Parsed]:  # fmt: skip
-    out = _Parsed()
+def _subset(cols: dict[str, np.ndarray], parsed: Parsed,
+            keep: np.ndarray) -> tuple[dict[str, np.ndarray], Parsed]:  # fmt: skip
+    out = Parsed()
     idx = np.flatnonzero(keep).tolist()
     out.values = [parsed.values[i] for i in idx]
     out.keys = [parsed.keys[i] for i in idx]
     out.raws = [parsed.raws[i] for i in idx]
+    out.offsets = [parsed.offsets[i] for i in idx]
     return {k: v[keep] for k, v in cols.items()}, out
 
 

@@ -23,7 +23,7 @@ from app.features.validation import CHANNELS, SEGMENTS
 from app.features.vectorize import AMOUNT_TO_LIMIT_CAP, AMOUNT_TO_MEAN_CAP, FIRST_TXN_GAP_S
 from topics import CUSTOMERS, TRANSACTIONS
 
-__all__ = ["fraud_features", "fraud_pipeline", "pipeline"]
+__all__ = ["DESCRIPTIONS", "fraud_features", "fraud_pipeline", "pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,36 @@ WINDOW_AGGS = [
     fs.seen("country"),
     fs.since_prev(),
 ]
+
+
+DESCRIPTIONS: dict[str, str] = {
+    "amount_log1p": "the transaction amount",
+    "amount_to_limit": "the amount relative to the credit limit",
+    "hour_sin": "the time of day",
+    "hour_cos": "the time of day",
+    "is_night": "a night-time transaction",
+    "channel_pos": "the card-present (POS) channel",
+    "channel_online": "the online channel",
+    "channel_atm": "the ATM channel",
+    "channel_transfer": "the transfer channel",
+    "is_foreign": "a transaction abroad",
+    "profile_missing": "a missing customer profile",
+    "age_100": "the customer's age",
+    "income_band_4": "the income band",
+    "credit_limit_log1p": "the credit limit",
+    "tenure_years_log1p": "the customer's tenure",
+    "segment_retail": "the retail segment",
+    "segment_premium": "the premium segment",
+    "segment_business": "the business segment",
+    "segment_student": "the student segment",
+    "seconds_since_prev_log1p": "the time since the previous transaction",
+    "first_txn": "a first transaction",
+    "amount_to_customer_mean": "the amount compared with the customer's usual spending",
+    "new_merchant": "a merchant category new for this customer",
+    "new_country": "a country new for this customer",
+}
+"""Plain-language names of features for the chatbot (window features are named from their
+windows: ``short_count_log1p`` is "the last-hour count")."""
 
 
 def _log1p0(values: Any) -> Any:
@@ -130,7 +160,7 @@ def fraud_pipeline(
         .to_silos(by=["silo", "profile.silo"])
     )
     p.federate(rows, model=fs.MLP(hidden=(64, 32)), strategy="fedavg")
-    return p
+    return p.describe(**DESCRIPTIONS)
 
 
 pipeline = fraud_pipeline()

@@ -1,16 +1,18 @@
 """The chatbot's answer about one customer, as pure functions (no Kafka, no Faust).
 
-The worker gathers the facts (profile, window activity from
-:func:`app.features.windows.activity_summary`, the latest transaction's row scored and
-explained by the newest global model) and :func:`build_reply` turns them into the
+The worker gathers the facts (the key's newest table version, the window activity of
+its pipeline from :func:`app.pipeline.activity.activity`, the latest row scored and
+explained by the newest global model, the features named by
+:func:`app.pipeline.activity.feature_phrase`) and :func:`build_reply` turns them into the
 responses-topic document (``topics/schemas/chatbot_response.schema.json``) with a
-short plain-language ``answer`` a chatbot can show as is.
+short plain-language ``answer`` a chatbot can show as is. Nothing here knows the fraud
+pipeline's features or windows: a custom pipeline gets answers in its own terms.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,46 +20,18 @@ from app.features.records import ChatRequest, Customer
 from app.features.validation import InvalidRecord
 
 __all__ = [
-    "FEATURE_PHRASES",
     "RiskFacts",
     "build_reply",
     "check_reply_topic",
     "error_reply",
     "intent_of",
     "not_authorised_reply",
+    "profile_dict",
     "risk_level",
     "unknown_customer_reply",
 ]
 
 logger = logging.getLogger(__name__)
-
-FEATURE_PHRASES: dict[str, str] = {
-    "amount_log1p": "the transaction amount",
-    "amount_to_limit": "the amount relative to the credit limit",
-    "hour_sin": "the time of day",
-    "hour_cos": "the time of day",
-    "is_night": "a night-time transaction",
-    "channel_pos": "the card-present (POS) channel",
-    "channel_online": "the online channel",
-    "channel_atm": "the ATM channel",
-    "channel_transfer": "the transfer channel",
-    "is_foreign": "a transaction abroad",
-    "profile_missing": "a missing customer profile",
-    "age_100": "the customer's age",
-    "income_band_4": "the income band",
-    "credit_limit_log1p": "the credit limit",
-    "tenure_years_log1p": "the customer's tenure",
-    "segment_retail": "the retail segment",
-    "segment_premium": "the premium segment",
-    "segment_business": "the business segment",
-    "segment_student": "the student segment",
-    "seconds_since_prev_log1p": "the time since the previous transaction",
-    "first_txn": "a first transaction",
-    "amount_to_customer_mean": "the amount compared with the customer's usual spending",
-    "new_merchant": "a merchant category new for this customer",
-    "new_country": "a country new for this customer",
-}
-"""Plain-language names of feature columns (window columns are described generically)."""
 
 _INTENT_WORDS = {
     "risk": ("risk", "fraud", "score", "suspicious", "safe", "danger"),
@@ -82,14 +56,8 @@ def risk_level(score: float) -> str:
     return "low" if score < 0.3 else "elevated" if score < 0.7 else "high"
 
 
-def _phrase(column: str) -> str:
-    if column in FEATURE_PHRASES:
-        return FEATURE_PHRASES[column]
-    for window, words in (("short_", "last-hour"), ("long_", "last-day")):
-        if column.startswith(window):
-            what = column[len(window) :].removesuffix("_log1p").replace("_", " ")
-            return f"the {words} {what}"
-    return column.replace("_", " ")
+def _plain(column: str) -> str:
+    return column.removesuffix("_log1p").replace("_", " ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +74,8 @@ class RiskFacts:
     model_round, model_version : the newest model (None before the first one).
     txn_id, txn_ts : the latest transaction of the customer, if any.
     event_score, event_model_version : the score the transaction got when it streamed by.
+    phrase : callable
+        Plain-language name of a feature (the pipeline's, see ``feature_phrase``).
     """
 
     score: float | None
@@ -116,6 +86,7 @@ class RiskFacts:
     txn_ts: float | None = None
     event_score: float | None = None
     event_model_version: str | None = None
+    phrase: Callable[[str], str] = _plain
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +95,7 @@ class RiskFacts:
             "model_round": self.model_round,
             "model_version": self.model_version,
             "top_features": [
-                {"feature": c, "contribution": round(v, 6), "meaning": _phrase(c)}
+                {"feature": c, "contribution": round(v, 6), "meaning": self.phrase(c)}
                 for c, v in self.top_features
             ],
             "txn_id": self.txn_id,
@@ -138,36 +109,52 @@ def _money(value: float) -> str:
     return f"{value:,.2f}"
 
 
-def _profile_sentence(cid: str, profile: Customer | None, silo: int | None) -> str:
+def _profile_sentence(cid: str, profile: Any, silo: int | None) -> str:
     where = f" in silo {silo}" if silo is not None else ""
     if profile is None:
         return f"Customer {cid}{where} has no profile on record yet."
-    return (
-        f"Customer {cid}{where} is a {profile.age}-year-old {profile.segment} customer "
-        f"from {profile.home_country} with a credit limit of {_money(profile.credit_limit)} "
-        f"and {profile.tenure_months} months with the bank."
-    )
+    if isinstance(profile, Customer):
+        return (
+            f"Customer {cid}{where} is a {profile.age}-year-old {profile.segment} customer "
+            f"from {profile.home_country} with a credit limit of "
+            f"{_money(profile.credit_limit)} and {profile.tenure_months} months with the bank."
+        )
+    fields = ", ".join(f"{k} {v}" for k, v in profile_dict(profile).items())
+    return f"Key {cid}{where} has this table row: {fields}."
+
+
+def profile_dict(profile: Any) -> dict[str, Any]:
+    """A table version as JSON: a bank profile's fields, or a ``json`` row's values."""
+    if isinstance(profile, Customer):
+        return profile.to_dict()
+    if isinstance(profile, dict):
+        return profile
+    return dict(getattr(profile, "values", {}))
+
+
+def _span(seconds: int) -> str:
+    from app.pipeline.activity import span_words
+
+    return f"the last {span_words(seconds)}"
 
 
 def _activity_sentence(activity: dict[str, Any]) -> str:
-    short, long_ = activity["short"], activity["long"]
-    hours = activity["short_s"] / 3600
-    days = activity["long_s"] / 86400
-    short_span = "the last hour" if hours == 1 else f"the last {hours:g} hours"
-    long_span = "the last day" if days == 1 else f"the last {days:g} days"
-    parts = [
-        f"In {short_span} they made {short['count']} transaction(s) totalling "
-        f"{_money(short['sum'])}; in {long_span} {long_['count']} totalling "
-        f"{_money(long_['sum'])} (largest {_money(long_['max'])}, "
-        f"{long_['distinct_merchants']} merchant categories, "
-        f"{long_['distinct_countries']} countries)."
-    ]
+    parts = []
+    for name, entry in activity.items():
+        size = activity.get(f"{name}_s")
+        if not isinstance(entry, dict) or not isinstance(size, int):
+            continue
+        text = f"In {_span(size)} ({name}) they made {entry.get('count', 0)} transaction(s)"
+        details = []
+        for agg, value in entry.items():
+            if value is None or agg in ("count", "since_prev"):
+                continue
+            what = agg.replace("_", " ")
+            details.append(f"{what} {_money(value) if isinstance(value, float) else value}")
+        parts.append(text + (f" ({', '.join(details)})." if details else "."))
     if activity.get("lifetime_count"):
-        parts.append(
-            f"Overall {activity['lifetime_count']} transactions, "
-            f"{_money(activity['lifetime_mean'] or 0.0)} on average."
-        )
-    return " ".join(parts)
+        parts.append(f"Overall {activity['lifetime_count']} transactions.")
+    return " ".join(parts) or "No activity on record."
 
 
 def _risk_sentence(risk: RiskFacts) -> str:
@@ -178,8 +165,8 @@ def _risk_sentence(risk: RiskFacts) -> str:
             f"The current model (round {risk.model_round}) has not seen a transaction of "
             "this customer yet, so there is no risk score."
         )
-    drivers = [_phrase(c) for c, v in risk.top_features if v > 0][:3]
-    calming = [_phrase(c) for c, v in risk.top_features if v < 0][:2]
+    drivers = [risk.phrase(c) for c, v in risk.top_features if v > 0][:3]
+    calming = [risk.phrase(c) for c, v in risk.top_features if v < 0][:2]
     text = (
         f"The latest transaction scores {risk.score:.2f} ({risk_level(risk.score)} risk) "
         f"with the global model of round {risk.model_round} ({risk.model_version})."
@@ -194,7 +181,7 @@ def _risk_sentence(risk: RiskFacts) -> str:
 def build_reply(
     request: ChatRequest,
     *,
-    profile: Customer | None,
+    profile: Any,
     silo: int | None,
     activity: dict[str, Any],
     risk: RiskFacts,
@@ -216,7 +203,7 @@ def build_reply(
         "customer_id": request.customer_id,
         "intent": intent,
         "silo": silo,
-        "profile": None if profile is None else profile.to_dict(),
+        "profile": None if profile is None else profile_dict(profile),
         "activity": activity,
         "risk": risk.to_dict(),
         "answer": " ".join(sentences[k] for k in order),

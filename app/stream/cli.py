@@ -49,28 +49,20 @@ def _ensure_changelogs(settings: Any) -> None:
         raise fail(f"worker changelogs: {exc}") from None
 
 
-def _run_pipeline_worker(settings: Any, ref: str, worker_id: str, loglevel: str) -> None:
-    """``fedstream worker --pipeline <module or file>`` (app/stream/pipeline_worker.py)."""
-    from faust.worker import Worker
-
+def _worker_pipeline(settings: Any, ref: str, uci: bool) -> Any:
+    """The pipeline the worker runs: the built-in fraud pipeline (windows and attrs from
+    the settings) or the one ``--pipeline`` names (app/pipeline/load.py)."""
     from app.cli_support import fail
-    from app.pipeline.load import PipelineError, load_pipeline
-    from app.pipeline.spec import pipeline_spec
-    from app.stream.pipeline_worker import create_pipeline_worker_app
+    from app.pipeline.load import PipelineError, is_builtin, load_pipeline
+    from app.stream.processor import fraud_pipeline_of
+    from app.stream.spec import feature_spec
 
+    if is_builtin(ref):
+        return fraud_pipeline_of(feature_spec(settings, uci=uci), len(settings.silo_ids))
     try:
-        pipeline = load_pipeline(ref)
-        spec = pipeline_spec(pipeline)
-        handle = create_pipeline_worker_app(settings, pipeline, worker_id)
-    except (PipelineError, ValueError) as exc:
+        return load_pipeline(ref)
+    except PipelineError as exc:
         raise fail(str(exc)) from None
-    logger.info("worker %s: pipeline %s (%s), spec %s, %d features, broker %s, namespace %r",
-                worker_id, pipeline.name, ref, spec.version, spec.n_features,
-                settings.bootstrap, settings.namespace)  # fmt: skip
-    worker = Worker(handle.app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
-                    logging_config=_logging_config(loglevel))  # fmt: skip
-    worker.spinner = None
-    worker.execute_from_commandline()
 
 
 def register(app: typer.Typer, settings_from: Any) -> None:
@@ -121,22 +113,21 @@ def register(app: typer.Typer, settings_from: Any) -> None:
         _ensure_changelogs(settings)
         from faust.worker import Worker
 
-        from app.pipeline.load import is_builtin
-
-        if not is_builtin(pipeline):
-            _run_pipeline_worker(settings, pipeline, worker_id, loglevel)
-            return
-
+        from app.cli_support import fail
         from app.stream.gc_pauses import settle_after_startup
-        from app.stream.spec import feature_spec
         from app.stream.worker import create_worker_app
 
-        spec = feature_spec(settings, uci=uci)
-        handle = create_worker_app(settings, spec, store=store, worker_id=worker_id)
+        chosen = _worker_pipeline(settings, pipeline, uci)
+        try:
+            handle = create_worker_app(settings, chosen, store=store, worker_id=worker_id)
+        except ValueError as exc:  # e.g. the pipeline routes to another number of silos
+            raise fail(str(exc)) from None
+        spec = handle.processor.spec
         logger.info(
-            "worker %s: spec %s, %d features, silos %s, broker %s, namespace %r",
-            worker_id, spec.version, spec.n_features, settings.silo_ids, settings.bootstrap,
-            settings.namespace,
+            "worker %s: pipeline %s (%s), spec %s, %d features, silos %s, broker %s, "
+            "namespace %r",
+            worker_id, chosen.name, pipeline, spec.version, spec.n_features,
+            settings.silo_ids, settings.bootstrap, settings.namespace,
         )  # fmt: skip
         from app.ops.metrics import serve
 

@@ -3,14 +3,14 @@
 :class:`StreamLoop` is plain Python called by the Faust agents of
 :mod:`app.stream.worker` (and by tests without Faust):
 
-- :meth:`StreamLoop.sync_model` runs before each transaction: when the
+- :meth:`StreamLoop.sync_model` runs before each micro-batch: when the
   :class:`~app.stream.model_follower.ModelFollower` has a newer model it is installed in
   the :class:`~app.stream.processor.StreamProcessor` (the batches scored by the old model
   are flushed first, see ``SiloBatchers.set_model``).
-- :meth:`StreamLoop.on_joined` publishes each joined transaction to ``features.enriched``
-  (transaction, silo, key aggregates, score, model round/version) and remembers the
-  customer's latest row so that the chatbot can re-score and explain it with the newest
-  model.
+- :meth:`StreamLoop.on_batch` publishes each row of a micro-batch to ``features.enriched``
+  (row id, key, time, silo, the pipeline's window aggregates, score, model round/version)
+  and remembers each key's latest row so that the chatbot can re-score and explain it
+  with the newest model, in the pipeline's own terms (``app.pipeline.activity``).
 - :meth:`StreamLoop.on_chat_request` answers each tenant's chat requests on that tenant's
   responses topic (:mod:`app.stream.tenancy`); a silo tenant asking about a customer of
   another silo gets "not authorised" and no data; malformed requests go to the tenant's
@@ -35,21 +35,21 @@ import numpy as np
 import orjson
 
 from app.features.event_time import StreamClock
-from app.features.spec import FeatureSpec
 from app.features.validation import InvalidRecord, check_key, parse_chat_request
-from app.features.vectorize import aggregates_dict
-from app.features.windows import activity_summary
 from app.kafka.clients import delivery_errors, make_producer
+from app.pipeline.activity import activity, feature_phrase
+from app.pipeline.dsl import WindowStep
 from app.stream.chatbot import (
     RiskFacts,
     build_reply,
     check_reply_topic,
     error_reply,
     not_authorised_reply,
+    profile_dict,
     unknown_customer_reply,
 )
 from app.stream.model_follower import LiveModel, ModelFollower
-from app.stream.processor import Joined, StreamProcessor, dead_letter, dead_letter_key
+from app.stream.processor import Batch, Joined, StreamProcessor, dead_letter, dead_letter_key
 from app.stream.tenancy import ChatRoute, chat_routes
 from topics import FEATURES_ENRICHED, OPERATOR, namespaced
 
@@ -119,10 +119,10 @@ class StreamLoop:
 
     Parameters
     ----------
-    spec : FeatureSpec
-        The worker's feature layout (window sizes for the activity summary).
+    spec : Any
+        Unused (the processor's pipeline spec is the layout); kept for callers.
     processor : StreamProcessor
-        The worker's processor (profiles, window states, batchers).
+        The worker's processor (its pipeline, table versions, key states, batchers).
     outbox : Outbox or None
         Where records go; None collects them in :attr:`sent` (tests).
     follower : ModelFollower or None
@@ -135,16 +135,21 @@ class StreamLoop:
 
     def __init__(
         self,
-        spec: FeatureSpec,
+        spec: Any,
         processor: StreamProcessor,
         outbox: Outbox | None,
         follower: ModelFollower | None,
         namespace: str = "",
         tenants: tuple[str, ...] = (OPERATOR,),
     ) -> None:
-        self.spec = spec
-        self.columns = spec.columns
+        self.spec = processor.spec
+        self.columns = list(processor.spec.columns)
         self.processor = processor
+        pipeline = processor.pipeline
+        self.plans = [s.plan for s in pipeline.rows.steps_of(WindowStep)]
+        self.phrase = lambda column: feature_phrase(column, pipeline)
+        source = pipeline.rows.source
+        self.key_field = source.key
         self.outbox = outbox
         self.follower = follower
         self.model: LiveModel | None = None
@@ -179,35 +184,59 @@ class StreamLoop:
             self.outbox.send_bulk(topic, key, value)
 
     def on_joined(self, joined: Joined, source_ms: int | None = None) -> None:
-        """Publish the enriched record of a joined transaction; remember its row."""
-        txn = joined.txn
+        """Publish the enriched record of one processed record; remember its row."""
+        self._enrich(joined.row_id, joined.key, joined.ts, joined.silo, joined.aggregates,
+                     joined.profile_missing, joined.score, joined.row, source_ms, None)  # fmt: skip
+
+    def on_batch(self, batch: Batch, source_ms: list[int | None] | None = None) -> None:
+        """Publish the enriched record of every row of a micro-batch, in stream order."""
+        out = batch.rows
+        if out is None:
+            return
+        names = list(out.aggregates)
+        table = [col.tolist() for col in out.aggregates.values()]
+        missing = None if out.missing is None else out.missing.tolist()
+        amount = out.columns.get("amount")
+        amounts = amount.tolist() if amount is not None and amount.dtype.kind == "f" else None
+        ts, silos = out.ts.tolist(), out.silos.tolist()
+        for i, key in enumerate(out.keys):
+            aggregates = {n: col[i] for n, col in zip(names, table, strict=True)}
+            self._enrich(out.ids[i], key, ts[i], silos[i], aggregates,
+                         missing is not None and missing[i] == 1.0, batch.scores[i], out.x[i],
+                         None if source_ms is None else source_ms[i],
+                         None if amounts is None else amounts[i])  # fmt: skip
+
+    def _enrich(self, row_id: str, key: str, ts: float, silo: int, aggregates: dict[str, Any],
+                profile_missing: bool, score: float | None, row: np.ndarray,
+                source_ms: int | None, amount: float | None) -> None:  # fmt: skip
         model = self.model
-        version = None if model is None or joined.score is None else model.version
+        version = None if model is None or score is None else model.version
         doc = {
-            "txn_id": txn.txn_id,
-            "customer_id": txn.customer_id,
-            "ts": txn.ts,
-            "amount": txn.amount,
-            "silo": joined.silo,
-            "profile_missing": joined.profile_missing,
-            "aggregates": aggregates_dict(joined.window),
-            "score": joined.score,
+            "txn_id": row_id,
+            "customer_id": key,
+            "ts": ts,
+            "amount": amount,
+            "silo": silo,
+            "profile_missing": profile_missing,
+            "aggregates": aggregates,
+            "score": score,
             "model_round": None if version is None or model is None else model.round,
             "model_version": version,
             "source_ms": source_ms,
             "enriched_ms": int(time.time() * 1000),
         }
-        self._send(self.enriched_topic, txn.customer_id.encode(), orjson.dumps(doc))
+        if self.key_field != "customer_id":
+            doc[self.key_field] = key
+        if amount is None:
+            del doc["amount"]
+        self._send(self.enriched_topic, key.encode(), orjson.dumps(doc))
         self.counters.enriched += 1
-        self.clock.observe(txn.customer_id, txn.ts)
-        if joined.row is not None:
-            latest = self.latest
-            latest[txn.customer_id] = LatestTxn(
-                txn.txn_id, txn.ts, joined.row.copy(), joined.score, version, joined.silo
-            )
-            latest.move_to_end(txn.customer_id)
-            if len(latest) > _MAX_REMEMBERED:
-                latest.popitem(last=False)
+        self.clock.observe(key, ts)
+        latest = self.latest
+        latest[key] = LatestTxn(row_id, ts, row.copy(), score, version, silo)
+        latest.move_to_end(key)
+        if len(latest) > _MAX_REMEMBERED:
+            latest.popitem(last=False)
 
     def forget_customer(self, customer_id: str) -> None:
         """A deleted customer: drop its latest transaction (the chatbot no longer knows it)."""
@@ -284,12 +313,12 @@ class StreamLoop:
         self._send(route.dead_letters, dead_letter_key(key), letter)
 
     def silo_of(self, customer_id: str) -> int | None:
-        """The silo a customer is known in (its latest transaction's, else its profile's)."""
+        """The silo a key is known in (its latest row's, else its table version's)."""
         latest = self.latest.get(customer_id)
         if latest is not None:
             return latest.silo
-        profile = self.processor.profile(customer_id)
-        return None if profile is None else profile.silo
+        silo = profile_dict(self.processor.profile(customer_id) or {}).get("silo")
+        return int(silo) if isinstance(silo, (int, float)) and silo == silo else None
 
     def answer(self, request: Any) -> dict[str, Any]:
         """The reply document for a parsed :class:`ChatRequest`."""
@@ -298,10 +327,12 @@ class StreamLoop:
         profile = processor.profile(cid)
         state = processor.window_state(cid)
         latest = self.latest.get(cid)
-        if profile is None and state.windows.count == 0 and latest is None:
+        counted = sum(w.n for w in state.windows)
+        if profile is None and counted == 0 and latest is None:
             return unknown_customer_reply(request)
-        as_of = _as_of(self.clock.now, state.windows.last_ts)
-        activity = activity_summary(state.windows, as_of, self.spec.windows)
+        last_ts = state.windows[0].last_ts if state.windows else None
+        as_of = _as_of(self.clock.now, last_ts)
+        facts = activity(self.plans, state, as_of)
         model = self.model
         if model is not None and latest is not None:
             risk = RiskFacts(
@@ -313,6 +344,7 @@ class StreamLoop:
                 txn_ts=latest.ts,
                 event_score=latest.score,
                 event_model_version=latest.model_version,
+                phrase=self.phrase,
             )
         else:
             risk = RiskFacts(
@@ -321,9 +353,10 @@ class StreamLoop:
                 model_version=None if model is None else model.version,
                 txn_id=None if latest is None else latest.txn_id,
                 txn_ts=None if latest is None else latest.ts,
+                phrase=self.phrase,
             )
-        silo = latest.silo if latest is not None else (profile.silo if profile else None)
-        return build_reply(request, profile=profile, silo=silo, activity=activity, risk=risk)
+        silo = latest.silo if latest is not None else self.silo_of(cid)
+        return build_reply(request, profile=profile, silo=silo, activity=facts, risk=risk)
 
     # -- delivery -----------------------------------------------------------------------
     def poll(self) -> None:

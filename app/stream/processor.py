@@ -1,97 +1,79 @@
-"""What the stream worker does with each record, independent of Faust.
+"""What the stream worker does with its records, independent of Faust: run the pipeline.
 
-The Faust agents (``app.stream.worker``) decode nothing and decide nothing themselves: they
-hand raw records to a :class:`StreamProcessor` and send what it returns. That keeps the
-worker testable from in-memory lists and keeps the logic identical to the reference
-pipeline (``app.features.reference``), which calls the same pure functions.
+The Faust agents (``app.stream.worker``) decide nothing themselves: they hand raw records
+to a :class:`StreamProcessor` and send what it returns. The processor executes the
+worker's pipeline (the built-in fraud pipeline, ``app/pipelines/fraud.py``, unless
+``--pipeline`` names another) with :class:`app.pipeline.runner.PipelineRunner`, the very
+code ``run_pipeline`` runs in memory, over a :class:`DurableStore`:
 
-Profiles are versioned (:mod:`app.features.profiles`): a transaction joins the profile
-valid at its event time, so the rows do not depend on how the two input topics interleave.
+* table records become versions of their key's history (a transaction joins the version
+  valid at its event time, so rows do not depend on how the topics interleave);
+* stream records are processed a micro-batch at a time: steps over whole columns, the
+  rows scored with the current global model and added to the silos' micro-batches.
 
-State is write-behind: profile histories and window states live in dictionaries and are written to
-the changelog-backed Faust tables once per commit for every customer that changed (see
-``dirty_*``), instead of one table write per event. A table write costs a changelog record,
-and per-event writes cut throughput about five-fold (measured).
+State is write-behind: histories and key states live in dictionaries and are written to
+the changelog-backed Faust tables once per commit for every key that changed
+(``take_dirty``), instead of one table write per event (per-event writes cut throughput
+about five-fold, measured). On a miss the store reads through to the tables, so a
+restarted worker, or the new owner of a partition after a rebalance, continues from the
+changelog.
 
-Each stored window state carries the offset of the last transaction applied to it. After a
-crash the worker resumes from the last committed offset while the recovered state may
-already include a few later events (written just before the crash); those are recognised by
+Each stored key state carries the offset of the last record applied to it. After a crash
+the worker resumes from the last committed offset while the recovered state may already
+include a few later records (written just before the crash); those are recognised by
 their offset and not applied twice.
 
-A tombstone on ``bank.customers`` (null value) deletes the customer: the profile and the
-window state leave the caches at once and the tables (and so their changelogs, with
-tombstones) at the next commit (``take_deleted``). Event times are checked against the
-worker's clock (:class:`app.features.event_time.TimePolicy`) before anything is stored.
+A tombstone on the table topic (null value) deletes the key: history and key state leave
+the caches at once and the tables (and so their changelogs, with tombstones) at the next
+commit (``take_deleted``). Event times are checked against the worker's clock
+(:class:`app.features.event_time.TimePolicy`) before anything is stored.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from app.features.batcher import SiloBatchers
 from app.features.dead_letter import dead_letter, dead_letter_key
 from app.features.event_time import TimePolicy
-from app.features.profiles import HistoryBounds, ProfileHistory, decode_history, encode_history
-from app.features.records import Customer, Transaction
-from app.features.routing import route_silo
 from app.features.spec import FeatureSpec
-from app.features.validation import (
-    InvalidRecord,
-    check_key,
-    check_silo,
-    parse_customer,
-    parse_tombstone_key,
-    parse_transaction,
-)
-from app.features.vectorize import join_transaction
-from app.features.window_state import decode_state, encode_state
-from app.features.windows import CustomerWindows, WindowFeatures
+from app.features.validation import InvalidRecord, parse_tombstone_key
+from app.pipeline.dsl import Pipeline, Table
+from app.pipeline.runner import BatchRows, PipelineRunner
+from app.pipeline.spec import pipeline_spec
+from app.stream.durable import DurableStore
 
 __all__ = [
+    "Batch",
     "InvalidRecord",
     "Joined",
     "Scorer",
-    "StoredState",
     "StreamCounters",
     "StreamProcessor",
     "dead_letter",
     "dead_letter_key",
-    "decode_stored_state",
-    "encode_stored_state",
 ]
 
 logger = logging.getLogger(__name__)
 
 Scorer = Callable[[np.ndarray], float]
-"""Risk score of one feature row (the current global model), or None when unscored."""
+"""Risk score of one feature row (the current global model)."""
 
-
-@dataclass(slots=True)
-class StoredState:
-    """A customer's window state and the offset of the last transaction applied to it."""
-
-    windows: CustomerWindows
-    offset: int = -1
-
-
-def encode_stored_state(state: StoredState) -> bytes:
-    return state.offset.to_bytes(8, "little", signed=True) + encode_state(state.windows)
-
-
-def decode_stored_state(data: bytes | None) -> StoredState:
-    if not data:
-        return StoredState(CustomerWindows())
-    return StoredState(decode_state(data[8:]), int.from_bytes(data[:8], "little", signed=True))
+StreamRecord = tuple[bytes | None, bytes, int, int]
+"""``(key, value, partition, offset)`` of a stream record."""
 
 
 @dataclass(slots=True)
 class StreamCounters:
     customers: int = 0
+    """Table records stored (profiles for the fraud pipeline)."""
     transactions: int = 0
+    """Stream records turned into rows."""
     invalid: int = 0
     deleted: int = 0
     replayed: int = 0
@@ -100,174 +82,187 @@ class StreamCounters:
     per_silo_rows: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Batch:
+    """One processed micro-batch: its rows (stream order), scores, frames, dead letters."""
+
+    rows: BatchRows | None
+    scores: list[float | None]
+    frames: list[tuple[int, bytes]]
+    dead_letters: list[tuple[bytes, str]]
+
+
 @dataclass(frozen=True, slots=True)
 class Joined:
-    """One processed transaction: its silo, features, score and any frames now complete."""
+    """One processed record (:meth:`StreamProcessor.on_transaction`, tests and tools)."""
 
-    txn: Transaction
+    key: str
+    row_id: str
+    ts: float
     silo: int
-    window: WindowFeatures
+    aggregates: dict[str, float]
     profile_missing: bool
     score: float | None
     frames: list[tuple[int, bytes]]
-    row: np.ndarray | None = None
-    """The feature row: a view into the batch buffer, valid until the next transaction."""
+    row: np.ndarray
+
+
+def fraud_pipeline_of(spec: FeatureSpec, silos: int) -> Pipeline:
+    """The built-in fraud pipeline with ``spec``'s windows and attribute columns."""
+    from app.pipelines.fraud import fraud_pipeline
+
+    w = spec.windows
+    return fraud_pipeline(silos, w.short_s, w.long_s, w.hop_s, spec.txn_attrs, spec.profile_attrs)
 
 
 class StreamProcessor:
-    """Validation, join, vectorisation and micro-batching of one worker's partitions.
+    """The pipeline over one worker's partitions: durable state, scoring, micro-batches.
 
     Parameters
     ----------
-    spec : FeatureSpec
-        Feature layout.
+    pipeline : Pipeline or FeatureSpec
+        What to run; a FeatureSpec means the built-in fraud pipeline with its windows.
     silo_ids : tuple of int
-        Configured silos; others are invalid.
+        Configured silos (as many as the pipeline routes to).
     max_rows, max_ms : int
         Micro-batch limits.
-    load_profile, load_state : callable
-        Read-through to the durable tables on a cache miss (bytes or None).
+    load_table, load_state : callable
+        Read-through to the durable tables on a cache miss (bytes or None): the table's
+        histories by key, the stream's key states by key.
     time_policy : TimePolicy or None
         Plausible event times around the worker's clock (None: the defaults).
-    history_bounds : HistoryBounds or None
-        How many profile versions to keep per customer (None: the defaults).
     """
 
     def __init__(
         self,
-        spec: FeatureSpec,
+        pipeline: Pipeline | FeatureSpec,
         silo_ids: tuple[int, ...],
         max_rows: int,
         max_ms: int,
-        load_profile: Callable[[str], bytes | None] = lambda _cid: None,
-        load_state: Callable[[str], bytes | None] = lambda _cid: None,
+        load_table: Callable[[str], bytes | None] = lambda _key: None,
+        load_state: Callable[[str], bytes | None] = lambda _key: None,
         time_policy: TimePolicy | None = None,
-        history_bounds: HistoryBounds | None = None,
     ) -> None:
-        self.spec = spec
+        if isinstance(pipeline, FeatureSpec):
+            pipeline = fraud_pipeline_of(pipeline, len(silo_ids))
+        if pipeline.silos != len(silo_ids):
+            raise ValueError(f"pipeline {pipeline.name!r} routes to {pipeline.silos} silos, "
+                             f"the deployment has {len(silo_ids)} (--silos)")  # fmt: skip
+        if len(pipeline.tables) > 1:
+            raise ValueError(f"pipeline {pipeline.name!r}: the worker joins one table, "
+                             f"got {len(pipeline.tables)}")  # fmt: skip
+        self.pipeline = pipeline
+        self.spec = pipeline_spec(pipeline)
         self.silo_ids = silo_ids
-        self.batchers = SiloBatchers(silo_ids, spec.version, spec.n_features, max_rows, max_ms)
+        self.table: Table | None = pipeline.tables[0] if pipeline.tables else None
+        self.time_policy = time_policy or TimePolicy()
+        self.store = DurableStore(self.table, load_table, load_state)
+        self.runner = PipelineRunner(pipeline, self.store, self.time_policy.check)
+        self.runner.silo_ids = silo_ids  # the deployment's silo ids
+        self.batchers = SiloBatchers(silo_ids, self.spec.version, self.spec.n_features,
+                                     max_rows, max_ms)  # fmt: skip
         self.counters = StreamCounters(per_silo_rows=dict.fromkeys(silo_ids, 0))
         self.scorer: Scorer | None = None
-        self._load_profile = load_profile
-        self._load_state = load_state
-        self.history_bounds = history_bounds or HistoryBounds()
-        self._profiles: dict[str, ProfileHistory[Customer]] = {}
-        self._states: dict[str, StoredState] = {}
-        self._dirty_profiles: dict[int, set[str]] = {}
-        self._partition_of: dict[str, int] = {}
-        self._dirty_states: dict[int, set[str]] = {}
-        self._deleted_profiles: dict[int, set[str]] = {}
-        self._deleted_states: dict[int, set[str]] = {}
-        self.time_policy = time_policy or TimePolicy()
 
-    # -- profiles -------------------------------------------------------------------------
-    def on_customer(
+    @property
+    def stream_topic(self) -> str:
+        return self.pipeline.rows.source.topic
+
+    # -- table --------------------------------------------------------------------------
+    def on_table_record(
         self, raw: bytes, key: bytes | None, partition: int, now_ms: int | None = None
-    ) -> Customer:
-        """Validate and add a profile version to its history; raises InvalidRecord.
+    ) -> Any:
+        """Validate and add a version to its key's history; raises InvalidRecord.
 
         ``now_ms`` is the worker's clock for the event-time check (None: no check).
+        Returns the version (its ``ts`` is the event time).
         """
-        customer = parse_customer(raw)
-        cid = customer.customer_id
-        check_key(key, cid)
-        check_silo(customer.silo, self.silo_ids)
-        if now_ms is not None:
-            self.time_policy.check(customer.ts, now_ms / 1000.0)
-        self.history(cid).add(customer, self.history_bounds)
-        self._partition_of[cid] = partition
-        self._dirty_profiles.setdefault(partition, set()).add(cid)
-        self._deleted_profiles.get(partition, set()).discard(cid)
+        if self.table is None:
+            raise InvalidRecord(f"pipeline {self.pipeline.name!r} joins no table")
+        self.store.partition = partition
+        now_s = None if now_ms is None else now_ms / 1000.0
+        _key, version = self.runner.on_table_record(self.table, key, raw, now_s)
         self.counters.customers += 1
-        return customer
+        return version
 
-    def delete_customer(self, key: bytes | None, partition: int) -> str:
-        """Apply a tombstone: forget the profile and window state; returns the customer id.
+    on_customer = on_table_record
+
+    def delete_key(self, key: bytes | None, partition: int) -> str:
+        """Apply a tombstone: forget the history and key state; returns the key.
 
         Raises
         ------
         InvalidRecord
-            If the key is not a customer id (then there is nothing to delete).
+            If the key is not readable (then there is nothing to delete).
         """
-        cid = parse_tombstone_key(key)
-        # not read through: the table still has it until commit
-        self._profiles[cid] = ProfileHistory()
-        self._states[cid] = StoredState(CustomerWindows())
-        self._partition_of[cid] = partition
-        self._dirty_profiles.get(partition, set()).discard(cid)
-        self._dirty_states.get(partition, set()).discard(cid)
-        self._deleted_profiles.setdefault(partition, set()).add(cid)
-        self._deleted_states.setdefault(partition, set()).add(cid)
+        kid = parse_tombstone_key(key)
+        self.store.delete(kid, partition)
         self.counters.deleted += 1
-        return cid
+        return kid
 
-    def history(self, customer_id: str) -> ProfileHistory[Customer]:
-        """The customer's profile versions (read through to the table on a miss)."""
-        history = self._profiles.get(customer_id)
-        if history is None:
-            raw = self._load_profile(customer_id)
-            try:
-                history = decode_history(raw)
-            except ValueError as exc:  # never stop the stream on a bad stored value
-                logger.warning("profile of %s unreadable, starting empty: %s", customer_id, exc)
-                history = ProfileHistory()
-            self._profiles[customer_id] = history
-        return history
+    delete_customer = delete_key
 
-    def profile(self, customer_id: str) -> Customer | None:
-        """The customer's newest profile version (what the chatbot shows)."""
-        return self.history(customer_id).latest()
-
-    def window_state(self, customer_id: str) -> StoredState:
-        state = self._states.get(customer_id)
-        if state is None:
-            state = self._states[customer_id] = decode_stored_state(self._load_state(customer_id))
-        return state
-
-    # -- transactions -----------------------------------------------------------------------
-    def on_transaction(
-        self,
-        raw: bytes,
-        key: bytes | None,
-        partition: int,
-        offset: int,
-        now_ms: int,
-        txn: Transaction | None = None,
-    ) -> Joined | None:
-        """Validate, join, score and batch one transaction; raises InvalidRecord.
-
-        ``txn`` is ``raw`` already parsed, if the caller needed it first. Returns None for
-        a transaction already applied before a crash (see module doc).
-        """
-        if txn is None:
-            txn = parse_transaction(raw)
-        cid = txn.customer_id
-        check_key(key, cid)
-        self.time_policy.check(txn.ts, now_ms / 1000.0)
-        profile = self.history(cid).as_of(txn.ts)
-        silo = route_silo(txn, profile, self.silo_ids)
-        stored = self.window_state(cid)
-        if offset <= stored.offset:
-            self.counters.replayed += 1
+    def profile(self, key: str) -> Any:
+        """The key's newest table version (what the chatbot shows), or None."""
+        if self.table is None:
             return None
-        batcher = self.batchers[silo]
-        result = join_transaction(self.spec, txn, profile, stored.windows, batcher.next_row())
-        stored.offset = offset
-        self._dirty_states.setdefault(partition, set()).add(cid)
-        if self._deleted_states:
-            self._deleted_states.get(partition, set()).discard(cid)
-        self._partition_of[cid] = partition
-        score = self.scorer(result.row) if self.scorer is not None else None
-        frame = batcher.add(result.row, result.label, score, txn.ts, now_ms)
+        history = self.store.history(self.table.topic, key)
+        return None if history is None else history.latest()
+
+    def window_state(self, key: str) -> Any:
+        """The stream key's :class:`~app.pipeline.state.KeyState` (empty if unknown)."""
+        return self.store.peek_state(key)
+
+    # -- stream ---------------------------------------------------------------------------
+    def on_batch(self, records: Sequence[StreamRecord], now_ms: int) -> Batch:
+        """Run a micro-batch of stream records; dead letters are returned, not raised."""
+        store = self.store
+        for key, _raw, partition, _offset in records:
+            if key is not None:
+                store.partition_of[key.decode("utf-8", "replace")] = partition
+        pairs = [(k, v) for k, v, _p, _o in records]
+        offsets = [o for _k, _v, _p, o in records]
+        result = self.runner.on_batch(pairs, offsets, now_ms / 1000.0)
         counters = self.counters
-        counters.transactions += 1
-        counters.per_silo_rows[silo] += 1
-        if profile is None:
-            counters.unknown_profile += 1
-        frames = [(silo, frame)] if frame is not None else []
+        counters.replayed += result.replayed
+        out = result.out
+        scores: list[float | None] = []
+        frames: list[tuple[int, bytes]] = []
+        if out is not None:
+            scorer = self.scorer
+            batchers = self.batchers
+            x, y, ts = out.x, out.y.tolist(), out.ts.tolist()
+            per_silo = counters.per_silo_rows
+            for i, silo in enumerate(out.silos.tolist()):
+                row = x[i]
+                score = scorer(row) if scorer is not None else None
+                scores.append(score)
+                frame = batchers[silo].add(row, y[i], score, ts[i], now_ms)
+                if frame is not None:
+                    frames.append((silo, frame))
+                per_silo[silo] += 1
+            counters.transactions += len(scores)
+            if out.missing is not None:
+                counters.unknown_profile += int(out.missing.sum())
         self._count(frames)
-        return Joined(txn, silo, result.window, profile is None, score, frames, result.row)
+        return Batch(out, scores, frames, result.dead_letters)
+
+    def on_transaction(
+        self, raw: bytes, key: bytes | None, partition: int, offset: int, now_ms: int
+    ) -> Joined | None:
+        """One record as a batch of one; raises InvalidRecord; None for a replay."""
+        batch = self.on_batch([(key, raw, partition, offset)], now_ms)
+        if batch.dead_letters:
+            raise InvalidRecord(batch.dead_letters[0][1])
+        out = batch.rows
+        if out is None:
+            return None
+        return Joined(
+            out.keys[0], out.ids[0], float(out.ts[0]), int(out.silos[0]),
+            {k: float(v[0]) for k, v in out.aggregates.items()},
+            bool(out.missing is not None and out.missing[0] == 1.0), batch.scores[0],
+            batch.frames, out.x[0],
+        )  # fmt: skip
 
     def set_model(
         self, scorer: Scorer | None, version: str | None, round_: int | None, now_ms: int
@@ -296,37 +291,17 @@ class StreamProcessor:
 
     # -- write-behind --------------------------------------------------------------------------
     def take_dirty(self) -> tuple[dict[int, dict[str, bytes]], dict[int, dict[str, bytes]]]:
-        """Per partition, the profiles and encoded window states changed since the last call."""
-        profiles = {
-            partition: {cid: encode_history(self._profiles[cid]) for cid in ids}
-            for partition, ids in self._dirty_profiles.items()
-        }
-        self._dirty_profiles = {}
-        states: dict[int, dict[str, bytes]] = {}
-        for partition, ids in self._dirty_states.items():
-            states[partition] = {cid: encode_stored_state(self._states[cid]) for cid in ids}
-        self._dirty_states = {}
-        return profiles, states
+        """Per partition, the table histories and key states changed since the last call."""
+        return self.store.take_dirty()
 
     def take_deleted(self) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
-        """Per partition, the customers whose profile / window state must leave the tables."""
-        profiles, self._deleted_profiles = self._deleted_profiles, {}
-        states, self._deleted_states = self._deleted_states, {}
-        return profiles, states
+        """Per partition, the keys whose history / key state must leave the tables."""
+        return self.store.take_deleted()
 
     def forget(self, partitions: set[int] | None = None) -> None:
-        """Drop the cached customers of ``partitions`` (all if None), e.g. revoked ones.
+        """Drop the cached keys of ``partitions`` (all if None), e.g. revoked ones.
 
         Their new owner recovers them from the changelog; if they come back here, Faust
         recovers the local store from the changelog too, so the tables are the truth again.
         """
-        if partitions is None:
-            self._profiles.clear()
-            self._states.clear()
-            self._partition_of.clear()
-            return
-        gone = [cid for cid, p in self._partition_of.items() if p in partitions]
-        for cid in gone:
-            self._profiles.pop(cid, None)
-            self._states.pop(cid, None)
-            del self._partition_of[cid]
+        self.store.forget(partitions)

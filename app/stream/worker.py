@@ -1,21 +1,27 @@
-"""The Faust worker: thin agents that feed raw records to a StreamProcessor.
+"""The Faust worker: thin agents that feed raw records to the pipeline's StreamProcessor.
+
+The worker runs a pipeline (the built-in fraud pipeline of ``app/pipelines/fraud.py``
+unless ``--pipeline`` names another); its operators execute in
+:class:`~app.stream.processor.StreamProcessor` over changelog-backed Faust tables.
 
 Agents
 ------
-- ``bank.customers``  -> profile versions (table ``profiles``)
-- ``bank.transactions`` -> join with the profile as of its event time and the windows
-  (table ``windows``), score, micro-batch per silo -> ``silo.<id>.batches``; a
-  :class:`JoinGate` holds a transaction until the profiles up to its time were read
+- the pipeline's table topic (``bank.customers``) -> versions of the key's history
+  (table ``profiles``); a tombstone deletes the key;
+- the stream topic (``bank.transactions``), read in micro-batches (``take_events``: one
+  pipeline run per batch) -> join as of each event's time, windows (table ``windows``),
+  features, score with the newest global model, ``features.enriched``, micro-batches per
+  silo -> ``silo.<id>.batches``; a :class:`JoinGate` holds a batch until the table
+  partition with the same number was read up to the batch's time;
 - invalid input -> ``dlq.<input topic>`` with the reason and original bytes (bounded:
-  ``app.features.dead_letter``); a tombstone on ``bank.customers`` deletes the customer.
-  An unexpected error on one record dead-letters that record too ("internal error"):
-  no input stops an agent or loses a record.
+  ``app.features.dead_letter``). An unexpected error dead-letters the record (the batch,
+  if the pipeline's own code failed on it) with "internal error": the agents keep running.
 
-Delivery: a :class:`CommitSensor` runs right before Faust commits offsets. It flushes every
-open micro-batch and writes the changed table entries (one write per changed customer per
-commit, not per event), and Faust then flushes its producer before committing. So a
-committed offset always means "its row is in a delivered frame and its state is in the
-changelog": a crash loses nothing. Frames sent between two commits (a
+Delivery: a :class:`~app.stream.commit.CommitSensor` runs right before Faust commits
+offsets. It flushes every open micro-batch and writes the changed table entries (one write
+per changed key per commit, not per event), and Faust then flushes its producer before
+committing. So a committed offset always means "its row is in a delivered frame and its
+state is in the changelog": a crash loses nothing. Frames sent between two commits (a
 batch that filled up) are sent again after a crash, so SIGKILL can duplicate rows of at most
 one commit interval; SIGTERM duplicates nothing.
 """
@@ -23,27 +29,23 @@ one commit interval; SIGTERM duplicates nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import weakref
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
-from faust.exceptions import PartitionsMismatch
-from faust.sensors import Sensor
-from faust.streams import _current_event
 
 from app.features.event_time import TimePolicy
-from app.features.records import Transaction
 from app.features.spec import FeatureSpec
-from app.features.validation import InvalidRecord, parse_transaction
+from app.features.validation import InvalidRecord
 from app.kafka.security import faust_settings
 from app.ops.worker_metrics import SAMPLE_INTERVAL_S, WorkerMetrics
+from app.pipeline.dsl import Pipeline
 from app.settings import Settings
+from app.stream.commit import CommitSensor, Committer, CommitTimes, TableWriter, consumer_loop
 from app.stream.commit_watch import CommitWatch
 from app.stream.gc_pauses import FULL_GC_INTERVAL_S, collect_old_garbage, gc_pauses
 from app.stream.join_gate import JoinGate, join_gate
@@ -54,17 +56,9 @@ from app.stream.periodic import every
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
 from app.stream.repartition import Repartitioner
 from app.stream.task_dump import install_task_dump
-from topics import (
-    CUSTOMERS,
-    FEATURE_SPECS,
-    TRANSACTIONS,
-    WORKER_APP_ID,
-    dlq,
-    namespaced,
-    silo_batches,
-)
+from topics import FEATURE_SPECS, WORKER_APP_ID, catalogue, dlq, namespaced, silo_batches
 
-__all__ = ["WorkerHandle", "create_worker_app"]
+__all__ = ["CommitSensor", "WorkerHandle", "create_worker_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +72,12 @@ COMMIT_INTERVAL_S = 1.0
 FAUST_COMMIT_FALLBACK_S = 30.0
 """Faust's own commit timer, left as a fallback; its pre-commit flush runs in one piece."""
 
-STATE_WRITE_CHUNK = 64
-"""Table writes between two yields to the event loop while the worker commits."""
+TAKE_MAX_EVENTS = 256
+"""Stream records per micro-batch (one pipeline run). Bounded so that a chatbot request
+waits behind at most one batch (a few ms), not behind a whole fetched burst."""
 
-YIELD_EVERY_EVENTS = 8
-"""Transactions the agent handles before it yields to the event loop. Events already in
-Faust's queue are handed over without a yield, so a fetched burst of hundreds would run
-back to back while a chatbot request waits behind it."""
+TAKE_WITHIN_S = 0.05
+"""Longest wait for a micro-batch of the stream to fill before it is processed."""
 
 SESSION_TIMEOUT_S = 10.0
 """Consumer group session timeout of a worker (heartbeats every 3 s)."""
@@ -101,50 +94,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _trust_new_changelog(app: faust.App, table: Any, source_topic: str) -> str | None:
-    """Let a table write pass while its changelog's metadata is not in yet.
-
-    Faust checks on a table's first write that the source topic and the changelog have the
-    same partition count, reading the consumer's metadata snapshot. Right after the worker
-    created the changelog topic that snapshot can say 0 partitions, and the check raised
-    PartitionsMismatch at the first commit, which crashed a fresh worker. The changelog was
-    declared with ``table.partitions``; while the broker's answer is unknown, compare with
-    that instead and skip Faust's check for this write only (it runs on a later one).
-    Returns the topic to remove from the verified set afterwards, or None.
-    """
-    verified = table._verified_source_topics_for_partitions
-    if source_topic in verified or app.consumer.topic_partitions(table.changelog_topic_name):
+def _event_time(raw: bytes | None, field: str) -> float | None:
+    """A record's event time for the join gate, or None (the pipeline dead-letters it)."""
+    try:
+        value = orjson.loads(raw or b"").get(field)
+    except (orjson.JSONDecodeError, AttributeError):
         return None
-    source_n = app.consumer.topic_partitions(source_topic)
-    if source_n and table.partitions and source_n != table.partitions:
-        raise PartitionsMismatch(
-            f"{source_topic} has {source_n} partitions, table {table.name} {table.partitions}"
-        )
-    verified.add(source_topic)
-    return source_topic
-
-
-class CommitTimes:
-    """The longest of each commit step since last asked (how long it held the loop)."""
-
-    STEPS = ("frames", "outbox", "state chunk", "offsets", "inputs held")
-
-    def __init__(self) -> None:
-        self.commits = 0
-        self.longest = dict.fromkeys(self.STEPS, 0.0)
-
-    def add(self, **seconds: float) -> None:
-        """Record one commit's step durations (keyword = step with spaces as _)."""
-        self.commits += 1
-        for key, value in seconds.items():
-            step = key.replace("_", " ")
-            self.longest[step] = max(self.longest[step], value)
-
-    def take_summary(self) -> str:
-        steps = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.longest.items())
-        text = f"{self.commits} commits, longest {steps}"
-        self.commits, self.longest = 0, dict.fromkeys(self.STEPS, 0.0)
-        return text
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 class WorkerHandle:
@@ -164,40 +122,9 @@ class WorkerHandle:
         self.gate: JoinGate | None = None  # set by create_worker_app
 
 
-class CommitSensor(Sensor):
-    """Flush batches and write-behind state just before Faust commits offsets.
-
-    Faust picks the offsets to commit right after this hook, in the same step of the
-    event loop, whichever path commits (the worker's timer, Faust's, a rebalance).
-    """
-
-    def __init__(self, flush: Any) -> None:
-        super().__init__()
-        self._flush = flush
-
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        self._flush()
-        return super().on_commit_initiated(consumer)
-
-
-def _consumer_loop(app: faust.App) -> Any:
-    """The event loop of Faust's consumer thread, if it runs one."""
-    return getattr(getattr(app.consumer, "_thread", None), "thread_loop", None)
-
-
-def create_worker_app(
-    settings: Settings,
-    spec: FeatureSpec,
-    store: str = "rocksdb://",
-    worker_id: str = "0",
-    follow_models: bool = True,
-) -> WorkerHandle:
-    """Build the Faust app of a stream worker (``fedstream worker`` runs it)."""
-    data_dir = Path(settings.data_dir) / "worker" / worker_id
-    data_dir.mkdir(parents=True, exist_ok=True)
-    ns = settings.namespace
+def _faust_app(settings: Settings, store: str, data_dir: Path) -> faust.App:
     app = WorkerFaustApp(  # Faust's app with its offset tracking fixed (app.stream.offsets)
-        namespaced(WORKER_APP_ID, ns),
+        namespaced(WORKER_APP_ID, settings.namespace),
         broker=f"kafka://{settings.bootstrap}",
         store=store,
         datadir=str(data_dir),
@@ -219,245 +146,199 @@ def create_worker_app(
         **faust_settings(),  # SASL_SSL as the process's principal (app.kafka.security)
     )
     # Faust stalls every stream (0.1 s waits) once more than 100 records wait in its producer
-    # buffer; the per-commit write-behind queues one record per changed customer at once.
+    # buffer; the per-commit write-behind queues one record per changed key at once.
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    return app
+
+
+def create_worker_app(
+    settings: Settings,
+    pipeline: Pipeline | FeatureSpec,
+    store: str = "rocksdb://",
+    worker_id: str = "0",
+    follow_models: bool = True,
+) -> WorkerHandle:
+    """Build the Faust app of a stream worker running ``pipeline`` (``fedstream worker``).
+
+    A :class:`FeatureSpec` stands for the built-in fraud pipeline with its windows.
+    """
+    data_dir = Path(settings.data_dir) / "worker" / worker_id
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ns = settings.namespace
+    app = _faust_app(settings, store, data_dir)
     profiles_table = app.Table("profiles", default=None, key_type=bytes, value_type=bytes,
                                partitions=settings.input_partitions)  # fmt: skip
     windows_table = app.Table("windows", default=None, key_type=bytes, value_type=bytes,
                               partitions=settings.input_partitions)  # fmt: skip
 
     def load(table: Any) -> Any:
-        def read(customer_id: str) -> bytes | None:
-            value = table.get(customer_id.encode())
+        def read(key: str) -> bytes | None:
+            value = table.get(key.encode())
             return None if value is None else bytes(value)
 
         return read
 
     processor = StreamProcessor(
-        spec, settings.silo_ids, settings.batch_rows, settings.batch_ms,
-        load_profile=load(profiles_table), load_state=load(windows_table),
+        pipeline, settings.silo_ids, settings.batch_rows, settings.batch_ms,
+        load_table=load(profiles_table), load_state=load(windows_table),
         time_policy=TimePolicy(settings.event_max_ahead_s, settings.event_max_back_s),
     )  # fmt: skip
+    spec = processor.spec
     handle = WorkerHandle(app, processor)
     # model follower, features.enriched, chatbot agent (app.stream.loop)
-    loop = handle.loop = attach_loop(app, settings, spec, processor, follow_models)
-    customers_name = namespaced(CUSTOMERS, ns)
-    customers = app.topic(customers_name, key_serializer="raw", value_serializer="raw")
-    transactions_name = namespaced(TRANSACTIONS, ns)
-    gate = handle.gate = join_gate(app, customers_name, transactions_name, JOIN_HOLD_S,
+    loop = handle.loop = attach_loop(app, settings, spec, processor, follow_models)  # type: ignore[arg-type]
+    source = processor.pipeline.rows.source
+    table_topic = processor.table.topic if processor.table is not None else None
+    stream_topic = source.topic
+    stream_name = namespaced(stream_topic, ns)
+    table_name = namespaced(table_topic, ns) if table_topic is not None else None
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    stream = app.topic(stream_name, **raw)
+    table_stream = app.topic(table_name, **raw) if table_name is not None else None
+    gate = handle.gate = join_gate(app, table_name or stream_name, stream_name, JOIN_HOLD_S,
                                    JOIN_MAX_WAIT_S)  # fmt: skip
-    transactions = app.topic(transactions_name, key_serializer="raw", value_serializer="raw")
-    handle.metrics = WorkerMetrics([namespaced(CUSTOMERS, ns), transactions_name])
+    inputs: dict[str, Any] = {stream_name: stream}
+    if table_name is not None:
+        inputs = {table_name: table_stream, **inputs}
+    handle.metrics = WorkerMetrics(list(inputs))
     # records on a partition their key does not hash to (app.stream.repartition)
-    inputs = {namespaced(CUSTOMERS, ns): customers, transactions_name: transactions}
     repartition = Repartitioner(settings.input_partitions, inputs)
     silo_topics = {s: app.topic(namespaced(silo_batches(s), ns), value_serializer="raw")
                    for s in settings.silo_ids}  # fmt: skip
+    known = {t.name for t in catalogue(settings.silo_ids, settings.input_partitions)}
     # keyed by the input topic's name as the messages carry it (namespaced)
-    dlq_topics = {namespaced(t, ns): app.topic(namespaced(dlq(t), ns), key_serializer="raw",
-                                               value_serializer="raw")
-                  for t in (CUSTOMERS, TRANSACTIONS)}  # fmt: skip
+    dlq_topics = {namespaced(t, ns): app.topic(namespaced(dlq(t), ns), **raw)
+                  for t in (stream_topic, table_topic)
+                  if t is not None and dlq(t) in known}  # fmt: skip
+    writer = TableWriter(app, processor, profiles_table, windows_table, table_topic,
+                         stream_topic, handle.last_event)  # fmt: skip
 
-    def send_frames(frames: list[tuple[int, bytes]]) -> None:
+    def send_frames(frames: Sequence[tuple[int, bytes]]) -> None:
         for silo, frame in frames:
             silo_topics[silo].send_soon(key=str(silo).encode(), value=frame)
 
-    def send_dead_letter(event: Any, reason: str) -> None:
-        msg = event.message
+    def send_dead_letter(msg: Any, reason: str) -> None:
         handle.metrics.dead_letter(msg.topic, reason)
         processor.counters.invalid += 1
         logger.debug("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-        value = dead_letter(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-        dlq_topics[msg.topic].send_soon(key=dead_letter_key(msg.key), value=value)
-
-    def internal_error(event: Any, exc: Exception) -> None:
-        """A bug met on one record: log it, dead-letter the record, keep serving."""
-        msg = event.message
-        logger.exception("record %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
-        send_dead_letter(event, f"internal error: {type(exc).__name__}: {exc}"[:500])
-
-    # The table writes go through Faust (not straight to the changelogs with librdkafka,
-    # which was 5x faster but left commits stuck after a SIGKILL restart; see the README).
-    def dirty_chunks() -> Iterator[tuple[Any, str, int, list[tuple[str, bytes]]]]:
-        """Changed profiles/states in chunks: (table, source topic, partition, entries)."""
-        profiles, states = processor.take_dirty()
-        for (table, topic), dirty in (
-            ((profiles_table, CUSTOMERS), profiles),
-            ((windows_table, TRANSACTIONS), states),
-        ):
-            for partition, entries in dirty.items():
-                items = list(entries.items())
-                for i in range(0, len(items), STATE_WRITE_CHUNK):
-                    yield table, topic, partition, items[i : i + STATE_WRITE_CHUNK]
-
-    def write_entries(table: Any, topic: str, partition: int, items: list[Any]) -> None:
-        """Write to a table in its partition's event context (the changelog partition)."""
-        event = handle.last_event.get((topic, partition))
-        if event is None:
+        out = dlq_topics.get(msg.topic)
+        if out is None:  # a user's topic without a dead-letter topic in the catalogue
+            logger.warning("invalid record %s[%d]@%d (no dead-letter topic): %s",
+                           msg.topic, msg.partition, msg.offset, reason)  # fmt: skip
             return
-        token = _current_event.set(weakref.ref(event))
-        trusted = _trust_new_changelog(app, table, event.message.topic)
-        try:
-            for cid, value in items:
-                table[cid.encode()] = value
-        finally:
-            _current_event.reset(token)
-            if trusted:
-                table._verified_source_topics_for_partitions.discard(trusted)
+        value = dead_letter(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        out.send_soon(key=dead_letter_key(msg.key), value=value)
 
-    def flush_outputs() -> tuple[float, float]:
-        """Open micro-batches, then the enriched/reply outbox; returns both durations (s)."""
-        t0 = time.perf_counter()
+    def internal_error(msg: Any, exc: Exception) -> None:
+        """A bug met on one record: log it, dead-letter the record, keep serving."""
+        logger.exception("record %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+        send_dead_letter(msg, f"internal error: {type(exc).__name__}: {exc}"[:500])
+
+    def flush_frames() -> None:
         send_frames(processor.flush_all(_now_ms()))
-        t1 = time.perf_counter()
-        loop.flush()
-        return t1 - t0, time.perf_counter() - t1
 
-    def delete_entries() -> None:
-        """Deleted customers leave both tables: a tombstone in each changelog."""
-        tables: tuple[Any, Any] = (profiles_table, windows_table)
-        for table, deleted in zip(tables, processor.take_deleted(), strict=True):
-            for partition, ids in deleted.items():
-                event = handle.last_event.get((CUSTOMERS, partition)) or handle.last_event.get(
-                    (TRANSACTIONS, partition)
-                )
-                if event is None:
-                    continue
-                token = _current_event.set(weakref.ref(event))
-                trusted = _trust_new_changelog(app, table, event.message.topic)
-                try:
-                    for cid in ids:
-                        with contextlib.suppress(KeyError):  # memory store: never written
-                            del table[cid.encode()]
-                finally:
-                    _current_event.reset(token)
-                    if trusted:
-                        table._verified_source_topics_for_partitions.discard(trusted)
-
-    def flush_everything() -> None:
-        """Outputs, then state: all in one piece (any commit's sensor, rebalance)."""
-        frames_s, outbox_s = flush_outputs()
-        t0 = time.perf_counter()
-        delete_entries()
-        for chunk in dirty_chunks():
-            write_entries(*chunk)
-        handle.commit_ms.add(frames=frames_s, outbox=outbox_s, state_chunk=time.perf_counter() - t0)
+    committer = Committer(app, handle, writer, flush_frames, loop.flush)
+    flush_everything = committer.flush_everything
+    processed_positions = committer.processed_positions
 
     @every(app, COMMIT_INTERVAL_S)  # the interval between commits (app.stream.periodic)
     async def commit() -> None:
         t0 = time.perf_counter()
-        await commit_in_steps()
+        await committer.commit_in_steps()  # holds the inputs until the offsets are picked
         handle.metrics.committed(time.perf_counter() - t0)
-
-    async def commit_in_steps() -> None:
-        """Flush and commit while the input agents wait, yielding between table chunks.
-
-        Same order and content as :func:`flush_everything`, but chatbot requests are
-        answered between chunks instead of waiting for hundreds of table writes. The
-        input agents hold their next event until Faust has picked the offsets to commit,
-        so what is committed is what was written; they do not wait for the broker to
-        confirm the commit. Whatever path commits (this one, Faust's fallback timer, a
-        rebalance), the sensor's flush runs right before the offsets are picked, so the
-        holding is an optimisation, never needed for correctness.
-        """
-        handle.inputs_open.clear()
-        try:
-            t0 = time.perf_counter()
-            frames_s, outbox_s = flush_outputs()
-            delete_entries()
-            state_s = 0.0
-            for chunk in dirty_chunks():
-                t = time.perf_counter()
-                write_entries(*chunk)
-                state_s = max(state_s, time.perf_counter() - t)
-                await asyncio.sleep(0)
-            t3 = time.perf_counter()
-            committing = asyncio.ensure_future(app.consumer.commit())
-            await asyncio.sleep(0)  # the commit's first step: sensor, offsets
-            # Never wait for the broker (or for another commit under way) with the inputs
-            # held: an offset pick that comes later runs the sensor's flush anyway.
-            handle.inputs_open.set()
-            held = time.perf_counter() - t0
-            await committing
-            if not app.rebalancing:  # no commit can succeed while the group rebalances
-                watch_commits()
-            handle.commit_ms.add(
-                frames=frames_s, outbox=outbox_s, state_chunk=state_s,
-                offsets=time.perf_counter() - t3, inputs_held=held,
-            )  # fmt: skip
-        finally:
-            handle.inputs_open.set()
 
     app.sensors.add(CommitSensor(flush_everything))
 
-    def processed_positions() -> dict[Any, int]:
-        return {ev.message.tp: ev.message.offset + 1 for ev in handle.last_event.values()}
+    if table_stream is not None:
+        assert table_topic is not None and processor.table is not None
+        table_time = processor.table.time
 
-    def watch_commits() -> None:
-        """Log partitions whose commits fall behind processing (app.stream.commit_watch)."""
-        committed = cast(Any, app.consumer)._committed_offset  # what Faust committed
-        for trail in handle.commit_watch.observe(processed_positions(), committed):
-            logger.warning("commit trails processing: %s", trail)
-
-    @app.agent(customers)
-    async def on_customers(stream: Any) -> None:
-        async for event in stream.events():
-            if not handle.inputs_open.is_set():
-                await handle.inputs_open.wait()  # a commit is under way
-            partition = event.message.partition
-            handle.last_event[(CUSTOMERS, partition)] = event
-            handle.metrics.event(event.message.topic)
-            if repartition.forward_if_misplaced(event):
-                gate.customer_read(partition, event.message.offset, None)  # read, moved on
-                continue
-            ts = None
-            try:
-                if event.value is None:  # tombstone: the bank deletes the customer
-                    loop.forget_customer(processor.delete_customer(event.key, partition))
-                else:
-                    ts = processor.on_customer(event.value, event.key, partition, _now_ms()).ts
-            except InvalidRecord as exc:
-                send_dead_letter(event, exc.reason)
-            except Exception as exc:  # a bug on one record must not stop the agent
-                internal_error(event, exc)
-            gate.customer_read(partition, event.message.offset, ts)
-
-    @app.agent(transactions)
-    async def on_transactions(stream: Any) -> None:
-        seen = 0
-        async for event in stream.events():
-            seen += 1
-            if seen % YIELD_EVERY_EVENTS == 0:
-                await asyncio.sleep(0)  # let a waiting chatbot request in (see constant)
-            msg = event.message
-            txn: Transaction | None = None
-            with contextlib.suppress(Exception):  # on_transaction dead-letters it below
-                txn = parse_transaction(event.value)
-            if txn is not None and not gate.ready(msg.partition, msg.offset, txn.ts):
-                await gate.wait(msg.partition, msg.offset, txn.ts)
-            if not handle.inputs_open.is_set():
-                await handle.inputs_open.wait()  # a commit is under way
-            handle.last_event[(TRANSACTIONS, msg.partition)] = event
-            handle.metrics.event(msg.topic)
-            if repartition.forward_if_misplaced(event):
-                continue
-            now_ms = _now_ms()
-            swapped = loop.sync_model(now_ms)  # a new global model: swap between events
-            if swapped:
-                send_frames(swapped)
-            try:
-                joined = processor.on_transaction(event.value, event.key, msg.partition,
-                                                  msg.offset, now_ms, txn)  # fmt: skip
-                if joined is None:
+        @app.agent(table_stream)
+        async def on_table(events: Any) -> None:
+            async for event in events.events():
+                if not handle.inputs_open.is_set():
+                    await handle.inputs_open.wait()  # a commit is under way
+                msg = event.message
+                partition = msg.partition
+                handle.last_event[(table_topic, partition)] = event
+                handle.metrics.event(msg.topic)
+                if repartition.forward_if_misplaced(event):
+                    gate.customer_read(partition, msg.offset, None)  # read, moved on
                     continue
-                if joined.frames:
-                    send_frames(joined.frames)
-                loop.on_joined(joined, msg.timestamp and int(msg.timestamp * 1000))
-                handle.metrics.enriched(msg.timestamp)
-            except InvalidRecord as exc:
-                send_dead_letter(event, exc.reason)
-            except Exception as exc:  # a bug on one record must not stop the agent
-                internal_error(event, exc)
+                ts = None
+                try:
+                    if event.value is None:  # tombstone: the bank deletes the key
+                        loop.forget_customer(processor.delete_key(event.key, partition))
+                    else:
+                        version = processor.on_table_record(event.value, event.key, partition,
+                                                            _now_ms())  # fmt: skip
+                        ts = version.ts if table_time else None
+                except InvalidRecord as exc:
+                    send_dead_letter(msg, exc.reason)
+                except Exception as exc:  # a bug on one record must not stop the agent
+                    internal_error(msg, exc)
+                gate.customer_read(partition, msg.offset, ts)
+
+    async def hold_for_table(events: list[Any]) -> None:
+        """Wait until each partition's table was read up to the batch's latest time."""
+        newest: dict[int, tuple[int, float]] = {}
+        for ev in events:
+            ts = _event_time(ev.message.value, source.time)
+            if ts is not None:
+                p = ev.message.partition
+                off, t = newest.get(p, (ev.message.offset, ts))
+                newest[p] = (max(off, ev.message.offset), max(t, ts))
+        for p, (offset, ts) in newest.items():
+            if not gate.ready(p, offset, ts):
+                await gate.wait(p, offset, ts)
+
+    def run_batch(events: list[Any]) -> None:
+        """One pipeline run over a micro-batch; its outputs sent (see the module doc)."""
+        now_ms = _now_ms()
+        swapped = loop.sync_model(now_ms)  # a new global model: swap between batches
+        if swapped:
+            send_frames(swapped)
+        records = [(ev.message.key, ev.message.value, ev.message.partition, ev.message.offset)
+                   for ev in events]  # fmt: skip
+        try:
+            batch = processor.on_batch(records, now_ms)
+        except Exception as exc:  # a bug in the pipeline's code: the batch is dead-lettered
+            logger.exception("pipeline %s failed on a batch", processor.pipeline.name)
+            for ev in events:
+                send_dead_letter(ev.message, f"internal error: {type(exc).__name__}: {exc}"[:500])
+            return
+        by_raw = {id(ev.message.value): ev.message for ev in events}
+        for raw_value, reason in batch.dead_letters:
+            msg = by_raw.get(id(raw_value))
+            if msg is not None:
+                send_dead_letter(msg, reason)
+        if batch.frames:
+            send_frames(batch.frames)
+        out = batch.rows
+        if out is not None:
+            stamps = [by_raw[id(r)].timestamp for r in out.raws]
+            loop.on_batch(batch, [t and int(t * 1000) for t in stamps])
+            enriched = handle.metrics.enriched
+            for t in stamps:
+                enriched(t)
+
+    @app.agent(stream)
+    async def on_stream(events: Any) -> None:
+        async for taken in events.take_events(TAKE_MAX_EVENTS, within=TAKE_WITHIN_S):
+            mine = []
+            for event in taken:
+                msg = event.message
+                handle.metrics.event(msg.topic)
+                if not repartition.forward_if_misplaced(event):
+                    mine.append(event)
+            if table_stream is not None and mine:
+                await hold_for_table(mine)
+            if not handle.inputs_open.is_set():
+                await handle.inputs_open.wait()  # a commit is under way
+            for event in taken:
+                handle.last_event[(stream_topic, event.message.partition)] = event
+            if mine:
+                run_batch(mine)
 
     @every(app, 0.2)
     async def flush_due_batches() -> None:
@@ -468,13 +349,12 @@ def create_worker_app(
         model = loop.model
         handle.metrics.sample(app.consumer, processed_positions(), model.round if model else None)
 
-    spec_topic = app.topic(namespaced(FEATURE_SPECS, ns), key_serializer="raw",
-                           value_serializer="raw")  # fmt: skip
+    spec_topic = app.topic(namespaced(FEATURE_SPECS, ns), **raw)
 
     @app.task  # type: ignore[untyped-decorator]
     async def publish_spec() -> None:
         """Names, order and version of the rows, for ``fl up``/``baseline`` to discover."""
-        doc = {**spec.document(), "time": time.time()}
+        doc = {**spec.to_dict(), "n_features": spec.n_features, "time": time.time()}
         try:
             await spec_topic.send(key=spec.version.encode(), value=orjson.dumps(doc))
         except Exception:  # the rows still flow; only discovery is lost
@@ -483,7 +363,7 @@ def create_worker_app(
     @app.task  # type: ignore[untyped-decorator]
     async def watch_loop_lag() -> None:
         # kill -USR1: where it waits (also the consumer thread's own loop)
-        install_task_dump(asyncio.get_running_loop(), lambda: [_consumer_loop(app)])
+        install_task_dump(asyncio.get_running_loop(), lambda: [consumer_loop(app)])
         await handle.loop_lag.run()
 
     @app.timer(interval=FULL_GC_INTERVAL_S)  # type: ignore[untyped-decorator]
@@ -495,11 +375,11 @@ def create_worker_app(
         (data_dir / "alive").touch()  # liveness for health checks (docker/compose.yaml)
         c = processor.counters
         logger.info(
-            "customers %d, transactions %d, invalid %d, frames %d, rows per silo %s; "
-            "%s; %s; %s; %s",
-            c.customers, c.transactions, c.invalid, c.frames, c.per_silo_rows,
-            handle.commit_ms.take_summary(), handle.commit_watch.take_summary(),
-            gc_pauses.take_summary(),
+            "pipeline %s: table records %d, rows %d, invalid %d, replayed %d, frames %d, "
+            "rows per silo %s; %s; %s; %s; %s",
+            processor.pipeline.name, c.customers, c.transactions, c.invalid, c.replayed,
+            c.frames, c.per_silo_rows, handle.commit_ms.take_summary(),
+            handle.commit_watch.take_summary(), gc_pauses.take_summary(),
             handle.loop_lag.take_summary(),
         )  # fmt: skip
 
@@ -510,7 +390,8 @@ def create_worker_app(
         # before the partitions move, or their next owner recovers state without it.
         await app.producer.flush()
         handle.commit_watch.reset(processed_positions())
-        processor.forget({tp.partition for tp in revoked if tp.topic == transactions_name})
-        gate.forget({tp.partition for tp in revoked if tp.topic == customers_name})
+        processor.forget({tp.partition for tp in revoked if tp.topic == stream_name})
+        if table_name is not None:
+            gate.forget({tp.partition for tp in revoked if tp.topic == table_name})
 
     return handle

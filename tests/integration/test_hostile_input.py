@@ -391,7 +391,7 @@ def test_hostile_records_never_stop_the_worker_nor_get_lost(
     # class 4: the event ahead changed neither the next event's windows nor its gap
     after = out.enriched["far-next"]["aggregates"]
     assert after["long_count"] == 4, after
-    assert abs(after["seconds_since_prev"] - 5400.0) < 1e-3, after  # before the fix: 0
+    assert abs(after["customer_since_prev"] - 5400.0) < 1e-3, after  # before the fix: 0
     asker = out.replies["q-asker"]
     assert asker["status"] == "ok" and asker["activity"]["as_of"] <= time.time(), asker
     assert asker["activity"]["long"]["count"] == 1

@@ -204,7 +204,7 @@ def test_a_tombstone_deletes_the_customer_everywhere() -> None:
     assert deleted == ({3: {"c1"}}, {3: {"c1"}})
     assert answer["status"] == "unknown_customer", answer
     assert later is not None and later.profile_missing
-    assert later.window.long_count == 0  # the deleted history is gone
+    assert later.aggregates["long_count"] == 0  # the deleted history is gone
     profiles, states = processor.take_dirty()
     assert profiles == {} and set(states[3]) == {"c1"}  # the new state only
     processor.delete_customer(b"c1", 3)

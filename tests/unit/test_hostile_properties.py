@@ -27,10 +27,8 @@ from app.features.validation import (
     parse_customer,
     parse_transaction,
 )
-from app.features.vectorize import join_transaction
-from app.features.window_state import decode_state, encode_state
-from app.features.windows import CustomerWindows
-from app.stream.processor import StoredState, decode_stored_state, encode_stored_state
+from app.pipeline.state import decode_key_state, encode_key_state
+from app.stream.processor import StreamProcessor
 from tests.hostile_corpus import GOOD, NOW, dumps
 
 SPEC = FeatureSpec(txn_attrs=("risk",), profile_attrs=("score",))
@@ -120,27 +118,24 @@ def transaction_streams(draw: Any) -> list[bytes]:
 def test_accepted_transactions_leave_a_state_that_survives_encode_decode(
     stream: list[bytes],
 ) -> None:
-    state = CustomerWindows()
-    stored = StoredState(state)
+    processor = StreamProcessor(SPEC, (0, 1, 2), max_rows=1000, max_ms=10_000)
     accepted = 0
     for offset, raw in enumerate(stream):
         try:
-            txn = parse_transaction(raw)
-            check_key(b"c-1", txn.customer_id)
-            POLICY.check(txn.ts, NOW)
-            result = join_transaction(SPEC, txn, None, state)
+            joined = processor.on_transaction(raw, b"c-1", 0, offset, int(NOW * 1000))
         except InvalidRecord:
             continue
+        assert joined is not None
         accepted += 1
-        stored.offset = offset
-        assert np.isfinite(result.row).all(), result.row
-        data = encode_state(state)  # the commit-time step that crashed before
-        assert decode_state(data) == state
-        assert encode_state(decode_state(data)) == data
-        assert decode_stored_state(encode_stored_state(stored)) == stored
+        assert np.isfinite(joined.row).all(), joined.row
+        _profiles, states = processor.take_dirty()  # the commit-time step that crashed before
+        data = states[0]["c-1"]
+        decoded = decode_key_state(data)
+        assert encode_key_state(decoded) == data and decoded.offset == offset
     if accepted:
-        assert state.count == accepted
-        ids = [i for b in state.buckets.values() for i in b[6]]
+        windows = processor.window_state("c-1").windows[0]
+        assert windows.n == accepted
+        ids = [i for b in windows.buckets.values() for i in b[-1]]
         assert len(ids) == len(set(ids)), "a txn_id counted twice"
 
 

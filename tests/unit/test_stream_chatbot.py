@@ -9,6 +9,9 @@ from app.features.windows import CustomerWindows, activity_summary, update
 from app.model.config import ModelConfig
 from app.model.frame import ModelFrame, ModelMeta, encode_model, model_version_for
 from app.model.params import init_arrays
+from app.pipeline.activity import activity, feature_phrase
+from app.pipeline.dsl import WindowStep
+from app.pipelines.fraud import pipeline
 from app.stream.chatbot import (
     RiskFacts,
     build_reply,
@@ -19,6 +22,7 @@ from app.stream.chatbot import (
 from app.stream.loop import StreamLoop
 from app.stream.model_follower import load_live_model
 from app.stream.processor import StreamProcessor
+from tests.native_activity import as_native, native_subset
 from topics import (
     CHATBOT_REQUESTS,
     CHATBOT_RESPONSES,
@@ -34,10 +38,12 @@ T0 = 1_700_000_000.0
 
 
 def _activity() -> dict:  # type: ignore[type-arg]
-    state = CustomerWindows()
+    processor = StreamProcessor(SPEC, (0, 1, 2), max_rows=1000, max_ms=10_000)
     for i, amount in enumerate([10.0, 20.0, 300.0]):
-        update(state, Transaction(f"t{i}", "c1", T0 + 600 * i, amount, "grocery"), SPEC.windows)
-    return activity_summary(state, T0 + 1800, SPEC.windows)
+        processor.on_transaction(_txn(i, "c1", T0 + 600 * i, amount), b"c1", 0, i,
+                                 int(T0 * 1000))  # fmt: skip
+    plans = [s.plan for s in processor.pipeline.rows.steps_of(WindowStep)]
+    return activity(plans, processor.window_state("c1"), T0 + 1800)
 
 
 def test_reply_puts_the_asked_topic_first_and_names_model_and_drivers() -> None:
@@ -45,7 +51,8 @@ def test_reply_puts_the_asked_topic_first_and_names_model_and_drivers() -> None:
     request = ChatRequest("r1", "c1", question="Is this customer a fraud risk?")
     profile = Customer("c1", 2, T0, age=31, segment="premium", credit_limit=8000.0)
     risk = RiskFacts(0.91, [("new_country", 1.2), ("amount_log1p", 0.8), ("is_night", -0.3)],
-                     7, "7-abc", "t2", T0 + 1200, 0.5, "6-def")  # fmt: skip
+                     7, "7-abc", "t2", T0 + 1200, 0.5, "6-def",
+                     phrase=lambda c: feature_phrase(c, pipeline))  # fmt: skip
 
     # Execute
     reply = build_reply(request, profile=profile, silo=2, activity=_activity(), risk=risk)
@@ -57,7 +64,7 @@ def test_reply_puts_the_asked_topic_first_and_names_model_and_drivers() -> None:
     assert answer.startswith("The latest transaction scores 0.91 (high risk)")
     assert "round 7" in answer and "a country new for this customer" in answer
     assert "Lowering it: a night-time transaction" in answer
-    assert "3 transaction(s) totalling 330.00" in answer
+    assert "In the last hour (short) they made 3 transaction(s) (sum amount 330.00" in answer
     assert reply["risk"]["top_features"][0]["feature"] == "new_country"
     orjson.dumps(reply)  # JSON-ready
 
@@ -67,7 +74,7 @@ def test_reply_without_model_or_profile_says_so() -> None:
     reply = build_reply(
         request, profile=None, silo=None, activity=_activity(), risk=RiskFacts(None)
     )
-    assert reply["answer"].startswith("In the last hour they made 3 transaction(s)")
+    assert reply["answer"].startswith("In the last hour (short) they made 3 transaction(s)")
     assert "no profile on record" in reply["answer"]
     assert "No global model has been trained yet" in reply["answer"]
 
@@ -146,8 +153,8 @@ def test_loop_swaps_models_between_events_and_answers_chat() -> None:
     ]  # fmt: skip
     # chat: aggregates equal the reference, newest model, explanation
     assert reply is not None and reply["status"] == "ok"
-    assert reply["activity"] == activity_summary(reference, reply["activity"]["as_of"],
-                                                 SPEC.windows)  # fmt: skip
+    want = activity_summary(reference, reply["activity"]["as_of"], SPEC.windows)
+    assert as_native(reply["activity"]) == native_subset(want)
     assert reply["risk"]["model_version"] == second.version and reply["silo"] == 1
     assert len(reply["risk"]["top_features"]) == 5
     assert unknown is not None and unknown["status"] == "unknown_customer"
