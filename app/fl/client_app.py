@@ -174,7 +174,7 @@ def handle_train(
         arrays = arrays_from_record(ins.arrays_record, param_names(model_cfg))
         result = prequential_round(
             arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std, set_prior=ins.set_prior,
-            replay=load_replay(state, cfg, ins.n_features),
+            replay=load_replay(state, cfg, ins.n_features), offset=ins.offset_for(node.silo_id),
         )  # fmt: skip
         reply = attach_read_offsets(
             build_reply(msg, result=result, **common),  # type: ignore[arg-type]

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "spec-version": "",
     "n-features": 0,
     "hidden": "64,32",
-    "module": "mlp",
+    "module": "wide-deep",
     "seed": 0,
     "resume": True,
     "init-prior": 0.0,
@@ -62,6 +62,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "local-steps": 100,
     "prior-from-data": True,
     "replay-rows": 4000,
+    "silo-prior": True,
 }
 
 
@@ -82,7 +83,8 @@ class FLConfig:
     local_epochs, lr, batch_size, pos_weight, weight_decay, seed, hidden
         Local training hyper-parameters (see :class:`app.model.config.ModelConfig`).
     module : str
-        The Flax NNX module: ``mlp`` (built in) or ``package.module:Class`` /
+        The Flax NNX module: ``wide-deep`` (built in, the default: the MLP plus a linear
+        path), ``mlp`` (built in: the MLP alone) or ``package.module:Class`` /
         ``/path/file.py:Class`` of the documented signature (:mod:`app.model.modules`).
     max_rows_per_round : int
         Most new rows a client reads from its silo topic per round.
@@ -135,6 +137,9 @@ class FLConfig:
     replay_rows : int
         Capacity of each silo's replay buffer of its own earlier labelled rows, trained
         on again every round with the new rows (:mod:`app.model.replay`); 0 = off.
+    silo_prior : bool
+        Each silo scores with the shared model's logit corrected by its own base rate
+        (:func:`app.fl.rounds.silo_offsets`; from the whole-run counts the server keeps).
     """
 
     num_rounds: int = 0
@@ -161,7 +166,7 @@ class FLConfig:
     spec_version: str = ""
     n_features: int = 0
     hidden: tuple[int, ...] = (64, 32)
-    module: str = "mlp"
+    module: str = "wide-deep"
     seed: int = 0
     resume: bool = True
     init_prior: float = 0.0
@@ -172,6 +177,7 @@ class FLConfig:
     local_steps: int = 100
     prior_from_data: bool = True
     replay_rows: int = 4000
+    silo_prior: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -84,11 +84,14 @@ def build_server_config(
     std: np.ndarray | None,
     set_prior: bool = False,
     round_rows: int = 0,
+    offsets: Mapping[int, float] | None = None,
 ) -> ConfigRecord:
     """The ConfigRecord of a train message (the strategy adds server-round and its keys).
 
     ``set-prior`` 1 asks silos to start the model's head at their base rate (a model
-    nobody has trained yet); ``round-rows`` is how many rows the round waits for.
+    nobody has trained yet); ``round-rows`` is how many rows the round waits for;
+    ``offsets`` are the silos' base-rate corrections (``silo-offset-ids`` and
+    ``silo-offsets``, :func:`app.fl.rounds.silo_offsets`).
     """
     config = ConfigRecord(
         {
@@ -101,6 +104,9 @@ def build_server_config(
     if mean is not None and std is not None:
         config["mean"] = [float(v) for v in np.asarray(mean).reshape(-1)]
         config["std"] = [float(v) for v in np.asarray(std).reshape(-1)]
+    if offsets:
+        config["silo-offset-ids"] = [int(s) for s in offsets]
+        config["silo-offsets"] = [float(v) for v in offsets.values()]
     return config
 
 
@@ -117,6 +123,11 @@ class TrainInstruction:
     proximal_mu: float
     set_prior: bool = False
     round_rows: int = 0
+    silo_offsets: Mapping[int, float] = field(default_factory=dict)
+
+    def offset_for(self, silo: int) -> float:
+        """The base-rate correction of ``silo``'s scores (0 when the server sent none)."""
+        return float(self.silo_offsets.get(silo, 0.0))
 
 
 def parse_train_message(msg: Message) -> TrainInstruction:
@@ -137,6 +148,13 @@ def parse_train_message(msg: Message) -> TrainInstruction:
         proximal_mu=float(cfg.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
         set_prior=bool(cfg.get("set-prior", 0)),
         round_rows=int(cfg.get("round-rows", 0)),  # type: ignore[arg-type]
+        silo_offsets=dict(
+            zip(
+                [int(s) for s in cfg.get("silo-offset-ids", [])],  # type: ignore[union-attr]
+                [float(v) for v in cfg.get("silo-offsets", [])],  # type: ignore[union-attr]
+                strict=True,
+            )
+        ),
     )
 
 

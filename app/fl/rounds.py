@@ -32,6 +32,7 @@ __all__ = [
     "base_rate",
     "prequential_round",
     "round_metrics",
+    "silo_offsets",
     "standardisation",
     "summary_of",
 ]
@@ -96,6 +97,36 @@ def base_rate(labels: npt.ArrayLike) -> float:
     return float(min(0.5, max(1e-4, rate)))
 
 
+def silo_offsets(counts: Mapping[int, tuple[int, int]]) -> dict[int, float]:
+    """Each silo's base-rate correction of the shared model's logit (label-shift prior).
+
+    ``counts`` maps a silo to ``(labelled, positives)`` seen so far. The shared model
+    learns the positive rate of all silos together; a silo whose rate differs (non-IID
+    silos: one branch sees five times the fraud of another) scores its rows with
+    ``logit(rate_silo) - logit(rate_all)`` added, the Bayes correction for a changed
+    class prior. With few positives a silo's rate is mostly noise, so each difference
+    is shrunk by ``tau2 / (tau2 + v)`` (empirical Bayes): ``v`` is the sampling variance
+    of the silo's log-odds, ``tau2`` the spread of the silos' log-odds beyond what
+    sampling explains (0 when the silos look alike: no correction at all).
+    Empty for a single silo or before any positive.
+    """
+    if len(counts) < 2:  # one silo: its rate is the global one
+        return {}
+    labelled = sum(n for n, _p in counts.values())
+    positives = sum(p for _n, p in counts.values())
+    if labelled <= 0 or positives <= 0:
+        return {}
+    rate = (positives + 0.5) / (labelled + 1.0)
+    centre = math.log(rate / (1.0 - rate))
+    diff, var = {}, {}
+    for silo, (n, p) in counts.items():
+        own = (p + 0.5) / (n + 1.0)
+        diff[int(silo)] = math.log(own / (1.0 - own)) - centre
+        var[int(silo)] = 1.0 / (p + 0.5) + 1.0 / (n - p + 0.5)
+    tau2 = max(0.0, sum(d * d for d in diff.values()) / len(diff) - sum(var.values()) / len(var))
+    return {s: tau2 / (tau2 + var[s]) * d for s, d in diff.items()}
+
+
 def prequential_round(
     arrays: Sequence[np.ndarray],
     X: npt.ArrayLike,
@@ -106,6 +137,7 @@ def prequential_round(
     n_bins: int = N_BINS,
     set_prior: bool = False,
     replay: ReplayBuffer | None = None,
+    offset: npt.ArrayLike = 0.0,
 ) -> SiloRoundResult:
     """Test-then-train on one batch of new rows.
 
@@ -128,6 +160,10 @@ def prequential_round(
         The silo's earlier labelled rows: when this round has labelled rows, training
         uses them together with the buffer (so a few new positives do not make the
         model forget the earlier ones); the new rows are then added to it.
+    offset : float or array_like
+        Added to the logits of the prequential scores (a number, or one per row of
+        ``X``): the silo's base-rate correction (:func:`silo_offsets`). Training does
+        not see it: the shared model stays the one of all silos.
 
     Returns
     -------
@@ -144,7 +180,9 @@ def prequential_round(
     t0 = time.perf_counter()
     scores = np.zeros(0, dtype=np.float32)
     if known.any():
-        scores = predict(arrays, x[known], config, m, s)
+        off = np.asarray(offset, dtype=np.float32)
+        off = off[known] if off.ndim else off
+        scores = predict(arrays, x[known], config, m, s, offset=off)
         histogram = ScoreHistogram.from_scores(scores, labels[known], n_bins)
     else:
         histogram = ScoreHistogram(n_bins)

@@ -38,7 +38,7 @@ from app.fl.model_store import choose_resume, make_model_frame, moments_of
 from app.fl.offset_ledger import METRICS_KEY as LEDGER_KEY
 from app.fl.offset_ledger import OffsetLedger, send_confirmations
 from app.fl.privacy import PrivacyLedger, calibrate_for_dp, ledger_for
-from app.fl.rounds import Backoff, round_metrics
+from app.fl.rounds import Backoff, round_metrics, silo_offsets
 from app.fl.strategy import build_strategy, send_and_receive, with_ttl
 from app.fl.whole_run import META_KEY as WHOLE_RUN_META
 from app.fl.whole_run import WholeRun
@@ -55,6 +55,7 @@ __all__ = [
     "asks_prior",
     "initial_arrays",
     "initial_state",
+    "offsets_of",
     "run_rounds",
 ]
 
@@ -93,6 +94,14 @@ def initial_arrays(cfg: FLConfig, model_cfg: ModelConfig) -> list[np.ndarray]:
 def asks_prior(cfg: FLConfig, state: ServerState) -> bool:
     """Whether silos should start the head at their base rate: nobody trained it yet."""
     return cfg.prior_from_data and cfg.init_prior == 0.0 and state.round == 0
+
+
+def offsets_of(cfg: FLConfig, state: ServerState) -> dict[int, float]:
+    """The silos' base-rate corrections from the whole-run counts (``silo-prior``)."""
+    if not cfg.silo_prior:
+        return {}
+    counts = {s: (h.count, h.positives) for s, h in state.whole_run.histograms.items()}
+    return silo_offsets(counts)
 
 
 def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> ServerState:
@@ -170,6 +179,7 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
             std=std,
             set_prior=asks_prior(cfg, state),
             round_rows=cfg.policy().target(state.round + 1),
+            offsets=offsets_of(cfg, state),
         )
         state.ledger.add_to(config)  # confirms what earlier rounds aggregated
         next_round = state.round + 1

@@ -31,8 +31,14 @@ from app.fl.messages import (
     parse_reply,
     parse_train_message,
 )
-from app.fl.rounds import RoundPolicy, prequential_round
-from app.fl.server_app import ServerState, absorb_replies, asks_prior, initial_arrays
+from app.fl.rounds import RoundPolicy, prequential_round, silo_offsets
+from app.fl.server_app import (
+    ServerState,
+    absorb_replies,
+    asks_prior,
+    initial_arrays,
+    offsets_of,
+)
 from app.fl.strategy import build_strategy
 from app.model.metrics import ScoreHistogram, merge_histograms
 from app.model.params import param_names
@@ -191,6 +197,7 @@ def run_federated(
             std=std,
             set_prior=asks_prior(cfg, state),
             round_rows=cfg.policy().target(state.round + 1),
+            offsets=offsets_of(cfg, state),
         )
         node_of = {s + 1: s for s in batches}
         messages = strategy.configure_train(
@@ -209,7 +216,7 @@ def run_federated(
             X, y = streams[silo].X[start:end], streams[silo].y[start:end]
             result = prequential_round(
                 arrays, X, y, silo_cfg, ins.mean, ins.std, set_prior=ins.set_prior,
-                replay=replay[silo],
+                replay=replay[silo], offset=ins.offset_for(silo),
             )  # fmt: skip
             replay[silo] = result.replay
             reply = build_reply(
@@ -228,6 +235,7 @@ def run_federated(
         if aggregated is not None:  # as the ServerApp: a round nobody trained in is idle
             state.arrays = arrays_from_record(aggregated, names)
             state.round += 1
+            state.whole_run.add([p.evaluation for p in parsed if not p.no_data])
         out.rounds.append(
             {
                 "round": r,
@@ -248,16 +256,25 @@ def _pooled_run(
     replay = cfg.new_replay(n_features)  # the pooled learner's memory, as a silo's
     out = RunResult()
     trained = False
+    counts: dict[int, tuple[int, int]] = {}  # silo -> (labelled, positives) scored so far
     for r, batches in enumerate(plan, start=1):
         silos = sorted(batches)
         xs = [streams[s].X[batches[s][0] : batches[s][1]] for s in silos]
         ys = [streams[s].y[batches[s][0] : batches[s][1]] for s in silos]
         mean, std = moments.mean_std() if moments.count else (None, None)
         fresh = not trained and cfg.prior_from_data and cfg.init_prior == 0.0
+        # the pooled learner knows each row's silo too: the same base-rate correction
+        by_silo = silo_offsets(counts) if cfg.silo_prior else {}
+        offset = np.concatenate(
+            [np.full(y.size, by_silo.get(s, 0.0)) for s, y in zip(silos, ys, strict=True)]
+        )
         result = prequential_round(
             arrays, np.concatenate(xs), np.concatenate(ys), model_cfg, mean, std,
-            set_prior=fresh, replay=replay,
+            set_prior=fresh, replay=replay, offset=offset,
         )  # fmt: skip
+        for s, y in zip(silos, ys, strict=True):
+            n, p = counts.get(s, (0, 0))
+            counts[s] = (n + int((y >= 0).sum()), p + int((y > 0).sum()))
         replay = result.replay
         trained = trained or result.n_examples > 0
         arrays = result.arrays

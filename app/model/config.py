@@ -12,9 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ModelConfig"]
+__all__ = ["WIDE_SCALE", "ModelConfig"]
 
 logger = logging.getLogger(__name__)
+
+WIDE_SCALE = 10.0
+"""Learning-rate multiplier of the linear path of ``wide-deep`` (see :mod:`app.model.wide_deep`;
+here so that the NumPy scorer needs no JAX import)."""
 
 
 @dataclass(frozen=True, slots=True)

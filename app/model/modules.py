@@ -36,6 +36,7 @@ from flax import nnx
 
 from app.model.config import ModelConfig
 from app.model.mlp import MLP
+from app.model.wide_deep import WideDeep
 
 __all__ = [
     "BUILTIN_MODULES",
@@ -49,7 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODULE = "mlp"
-BUILTIN_MODULES: dict[str, type[nnx.Module]] = {"mlp": MLP}
+BUILTIN_MODULES: dict[str, type[nnx.Module]] = {"mlp": MLP, "wide-deep": WideDeep}
 
 
 class ModuleError(ValueError):

@@ -9,6 +9,8 @@ logit, sigmoid). Unit tests keep it equal to :func:`app.model.training.predict` 
 
 Standardisation is folded into the first layer once: ``((x - m) / s) @ W0 + b0`` equals
 ``x @ (W0 / s[:, None]) + (b0 - (m / s) @ W0)``, so a row costs one matmul per layer.
+The wide & deep model (:mod:`app.model.wide_deep`) is the MLP plus a linear term
+``z @ w`` on the standardised row: ``wide=w`` adds it, folded the same way.
 """
 
 from __future__ import annotations
@@ -36,15 +38,19 @@ class NumpyMLP:
         Parameters in canonical order (kernel ``(in, out)`` then bias per layer).
     mean, std : array_like or None
         Standardisation of the raw rows (both or neither).
+    wide : array_like or None
+        Weights ``w`` of a linear term ``z @ w`` on the standardised row ``z``, added to
+        the logit (wide & deep); None for the plain MLP.
     """
 
-    __slots__ = ("_bias", "_kernels", "_mean", "_std", "n_features")
+    __slots__ = ("_bias", "_kernels", "_mean", "_std", "_wide", "n_features")
 
     def __init__(
         self,
         arrays: Sequence[npt.ArrayLike],
         mean: npt.ArrayLike | None = None,
         std: npt.ArrayLike | None = None,
+        wide: npt.ArrayLike | None = None,
     ) -> None:
         if len(arrays) < 2 or len(arrays) % 2:
             raise ValueError(f"expected kernel/bias pairs, got {len(arrays)} arrays")
@@ -71,18 +77,30 @@ class NumpyMLP:
             w0 = kernels[0]
             kernels[0] = (w0 / s[:, None]).astype(np.float32)
             biases[0] = (biases[0] - (m / s) @ w0).astype(np.float32)
+        self._wide: F32 | None = None
+        if wide is not None:
+            w = np.asarray(wide, dtype=np.float32).reshape(-1)
+            if w.shape != (self.n_features,):
+                raise ValueError(f"wide weights shape {w.shape} != ({self.n_features},)")
+            if self._mean is not None and self._std is not None:
+                biases[-1] = (biases[-1] - (self._mean / self._std) @ w).astype(np.float32)
+                w = (w / self._std).astype(np.float32)
+            self._wide = w
         self._kernels = kernels
         self._bias = biases
 
     def logits(self, X: npt.ArrayLike) -> F32:
         """Logits of raw rows ``X`` (shape ``(n, n_features)`` or ``(n_features,)``)."""
-        h = np.asarray(X, dtype=np.float32)
+        x = np.asarray(X, dtype=np.float32)
+        h = x
         last = len(self._kernels) - 1
         for i, (w, b) in enumerate(zip(self._kernels, self._bias, strict=True)):
             h = h @ w + b
             if i < last:
                 np.maximum(h, 0.0, out=h)
         out: F32 = h[..., 0]
+        if self._wide is not None:
+            out = out + x @ self._wide
         return out
 
     def predict(self, X: npt.ArrayLike) -> F32:
@@ -120,6 +138,8 @@ class NumpyMLP:
         for i in range(last - 1, -1, -1):
             g = (g * masks[i]).astype(np.float32)
             g = self._kernels[i] @ g
+        if self._wide is not None:
+            g = g + self._wide
         if self._mean is not None and self._std is not None:
             z = (x - self._mean) / self._std
             grad_z = g * self._std  # d/dz = d/dx * dx/dz, x = z * s + m

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from app.model.config import ModelConfig
+from app.model.config import WIDE_SCALE, ModelConfig
 from app.model.frame import ModelFrame
 from app.model.numpy_forward import NumpyMLP
 
@@ -112,6 +112,11 @@ def scorer_for(
     """
     if config.module == "mlp":
         return NumpyMLP(arrays, mean, std)  # validates the layers itself
+    if config.module == "wide-deep":  # [linear.kernel, MLP arrays...] (app.model.wide_deep)
+        kernel = np.asarray(arrays[0], dtype=np.float32) if arrays else np.zeros((0, 0))
+        if kernel.ndim != 2 or kernel.shape[1] != 1:
+            raise ValueError(f"wide-deep: linear kernel shape {kernel.shape} != (n, 1)")
+        return NumpyMLP(arrays[1:], mean, std, wide=WIDE_SCALE * kernel[:, 0])
     from app.model.modules import module_class
 
     module_class(config.module, import_code=import_code)  # fails before any import

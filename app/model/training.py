@@ -262,8 +262,8 @@ def _predictor(n_features: int, hidden: tuple[int, ...], module: str) -> Callabl
     layout = layout_for(n_features, hidden, module)
 
     @jax.jit
-    def probs(params: list[jax.Array], x: jax.Array) -> jax.Array:
-        return jax.nn.sigmoid(layout.logits(params, x))
+    def probs(params: list[jax.Array], x: jax.Array, offset: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(layout.logits(params, x) + offset)
 
     return probs
 
@@ -279,11 +279,14 @@ def predict(
     config: ModelConfig,
     mean: npt.ArrayLike | None = None,
     std: npt.ArrayLike | None = None,
+    offset: npt.ArrayLike = 0.0,
 ) -> npt.NDArray[np.float32]:
     """Probabilities of the positive class for rows ``X`` (float32, shape ``(n,)``).
 
     Rows are standardised with ``mean``/``std`` when given and scored in chunks padded to
     power-of-two sizes, so the jitted forward pass compiles for a few shapes only.
+    ``offset`` (a number or one per row) is added to the logits: a silo's base-rate
+    correction (:func:`app.fl.rounds.silo_offsets`).
     """
     validate_arrays(config, arrays)
     x = prepare_rows(X, config, mean, std)
@@ -292,14 +295,17 @@ def predict(
         return np.zeros(0, dtype=np.float32)
     fn = _predictor(config.n_features, config.hidden, config.module)
     params = [jnp.asarray(np.asarray(a, dtype=np.float32)) for a in arrays]
+    offsets = np.broadcast_to(np.asarray(offset, dtype=np.float32), (n,))
     outs: list[jax.Array] = []
     for start in range(0, n, _PREDICT_MAX_ROWS):
         part = x[start : start + _PREDICT_MAX_ROWS]
+        off = np.zeros(_bucket(part.shape[0]), dtype=np.float32)
+        off[: part.shape[0]] = offsets[start : start + part.shape[0]]
         size = _bucket(part.shape[0])
         if size != part.shape[0]:
             part = np.concatenate(
                 [part, np.zeros((size - part.shape[0], x.shape[1]), dtype=np.float32)]
             )
-        outs.append(fn(params, part))
+        outs.append(fn(params, part, off))
     host = [np.asarray(o) for o in jax.device_get(outs)]
     return np.concatenate(host)[:n].astype(np.float32, copy=False)

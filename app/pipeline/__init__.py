@@ -14,9 +14,10 @@ A pipeline reads like the data flow it describes::
               .map(my_features)                                 # columns -> named floats
               .label("label")
               .to_silos(by=["silo", "profile.silo"]))
-    p.federate(rows, model=fs.MLP(hidden=(64, 32)), strategy="fedavg")
+    p.federate(rows, model=fs.WideDeep(hidden=(64, 32)), strategy="fedavg")
 
-The model may also be any Flax NNX module class ``Model(n_features, *, rngs)`` whose
+``fs.WideDeep`` (the default) is the MLP plus a linear path; ``fs.MLP`` is the MLP
+alone. The model may also be any Flax NNX module class ``Model(n_features, *, rngs)`` whose
 ``__call__`` maps rows ``(batch, n_features)`` to logits ``(batch,)``, defined at module
 level (a pipeline file is fine): ``p.federate(rows, model=MyModule)``. See
 :mod:`app.model.modules` for the full signature.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import logging
 
 from app.features.profiles import HistoryBounds
-from app.pipeline.dsl import MLP, Columns, Pipeline, Stream, Table
+from app.pipeline.dsl import MLP, Columns, Pipeline, Stream, Table, WideDeep
 from app.pipeline.spec import PipelineSpec, pipeline_spec
 from app.pipeline.windows import (
     alltime,
@@ -54,6 +55,7 @@ __all__ = [
     "PipelineSpec",
     "Stream",
     "Table",
+    "WideDeep",
     "alltime",
     "count",
     "distinct",

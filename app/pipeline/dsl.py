@@ -38,6 +38,7 @@ __all__ = [
     "Source",
     "Stream",
     "Table",
+    "WideDeep",
     "WindowStep",
 ]
 
@@ -200,10 +201,18 @@ class MLP:
 
 
 @dataclass(frozen=True, slots=True)
+class WideDeep:
+    """The default model: the MLP plus a linear path from the inputs to the logit."""
+
+    hidden: tuple[int, ...] = (64, 32)
+
+
+@dataclass(frozen=True, slots=True)
 class Federation:
     """How the rows are trained: the model and the Flower strategy.
 
-    ``model`` is ``None`` (the default MLP), ``fs.MLP(hidden=...)``, a Flax NNX module
+    ``model`` is ``None`` (the run config's, by default wide & deep),
+    ``fs.WideDeep(hidden=...)``, ``fs.MLP(hidden=...)``, a Flax NNX module
     class of the documented signature (:mod:`app.model.modules`: built from
     ``(n_features, *, rngs)``, logits of shape ``(batch,)``), or a reference string
     (``"package.module:Class"``, ``"/path/file.py:Class"``).
@@ -217,10 +226,11 @@ class Federation:
         """``module``, ``hidden`` and ``strategy`` for the Flower run config."""
         out: dict[str, Any] = {"strategy": self.strategy}
         model = self.model
-        if model is None or isinstance(model, MLP):
-            out["module"] = "mlp"
-            if model is not None:
-                out["hidden"] = ",".join(str(int(h)) for h in model.hidden)
+        if isinstance(model, (MLP, WideDeep)):
+            out["module"] = "mlp" if isinstance(model, MLP) else "wide-deep"
+            out["hidden"] = ",".join(str(int(h)) for h in model.hidden)
+        elif model is None:
+            pass  # the run config's module
         elif isinstance(model, str):
             out["module"] = model
         elif isinstance(model, type):
@@ -229,21 +239,21 @@ class Federation:
             out["module"] = module_ref(model)
         else:
             raise TypeError(
-                f"federate(model=...) takes fs.MLP(...), a Flax NNX module class or "
-                f"'module:Class', not {type(model).__name__}"
+                "federate(model=...) takes fs.WideDeep(...), fs.MLP(...), a Flax NNX module "
+                f"class or 'module:Class', not {type(model).__name__}"
             )
         return out
 
 
 def _check_model(model: Any) -> None:
     """A clear error at ``federate`` time for a model argument that cannot work."""
-    if model is None or isinstance(model, (str, MLP)):
+    if model is None or isinstance(model, (str, MLP, WideDeep)):
         return
     nnx = sys.modules.get("flax.nnx")  # a user's module class means Flax is imported
     if not (isinstance(model, type) and nnx is not None and issubclass(model, nnx.Module)):
         raise TypeError(
-            "federate(model=...) takes fs.MLP(...), a Flax NNX module class (not an "
-            f"instance) or 'module:Class', not {model!r}"
+            "federate(model=...) takes fs.WideDeep(...), fs.MLP(...), a Flax NNX module "
+            f"class (not an instance) or 'module:Class', not {model!r}"
         )
 
 

@@ -159,7 +159,7 @@ def fraud_pipeline(
         .label("label")
         .to_silos(by=["silo", "profile.silo"])
     )
-    p.federate(rows, model=fs.MLP(hidden=(64, 32)), strategy="fedavg")
+    p.federate(rows, model=fs.WideDeep(hidden=(64, 32)), strategy="fedavg")
     return p.describe(**DESCRIPTIONS)
 
 

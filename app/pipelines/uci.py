@@ -63,5 +63,5 @@ rows = (
     .label("label")
     .to_silos(by=["silo", "profile.silo"])
 )
-p.federate(rows, model=fs.MLP(hidden=(32, 16)), strategy="fedavg")
+p.federate(rows, model=fs.WideDeep(hidden=(32, 16)), strategy="fedavg")
 pipeline = p

@@ -69,3 +69,29 @@ def test_rejects_inconsistent_shapes() -> None:
         NumpyMLP([np.zeros((3, 2)), np.zeros(2)])  # head with two outputs
     with pytest.raises(ValueError):
         NumpyMLP([np.zeros((3, 1)), np.zeros(1)], mean=np.zeros(3))
+
+
+@pytest.mark.parametrize("standardise", [True, False])
+def test_wide_deep_numpy_scorer_equals_jax(standardise: bool) -> None:
+    # Prepare: a trained wide & deep model (linear path not zero any more)
+    from app.model.scoring import scorer_for
+
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(500, 6)) * [1, 4, 9, 0.5, 2, 1] + 3).astype(np.float32)
+    y = (x[:, 1] - x[:, 2] > 0).astype(np.float32)
+    config = ModelConfig(n_features=6, hidden=(8, 4), module="wide-deep", steps=40)
+    mean, std = MomentStats.from_rows(x).mean_std() if standardise else (None, None)
+    arrays = train(init_arrays(config), x, y, config, mean=mean, std=std).arrays
+    assert np.abs(arrays[0]).max() > 0  # the linear path learnt
+
+    # Execute
+    scorer = scorer_for(config, arrays, mean, std)
+
+    # Assert: the NumPy fast path, equal to the JAX forward and its gradient
+    assert isinstance(scorer, NumpyMLP)
+    np.testing.assert_allclose(scorer.predict(x), predict(arrays, x, config, mean, std),
+                               atol=1e-5)  # fmt: skip
+    for row in x[:5]:
+        np.testing.assert_allclose(scorer.gradient_x_input(row),
+                                   gradient_x_input(arrays, row, config, mean, std),
+                                   atol=1e-4, rtol=1e-4)  # fmt: skip
