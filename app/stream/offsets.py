@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP
+from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 
 __all__ = ["OffsetSafeConsumer", "OffsetSafeTransport", "WorkerFaustApp"]
@@ -46,6 +47,7 @@ class OffsetSafeConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer whose commits do not crawl after a rebalance."""
 
     dropped_stale = 0
+    dropped_unhanded = 0
 
     def _new_offset(self, tp: TP) -> int | None:
         """Faust's ``_new_offset`` with the acked offsets kept unique (see the module)."""
@@ -105,6 +107,88 @@ class OffsetSafeConsumer(aiokafka_driver.Consumer):
                        {f"{tp.topic}[{tp.partition}]": o for tp, o in targets.items()})  # fmt: skip
         self.dropped_stale += n
         return {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch: Any = None  # (records, seek events, seeks) of the batch being handed out
+        self._tp_seeks: dict[TP, int] = {}  # seeks per partition so far
+
+    def _seek_counts(self) -> dict[TP, int]:
+        return self._tp_seeks
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        counts = self._seek_counts()
+        counts[partition] = counts.get(partition, 0) + 1
+        await super()._seek(partition, offset)
+
+    async def seek_wait(self, partitions: Any) -> None:
+        """Faust's seek_wait (table recovery positions its changelogs with it), counted."""
+        counts = self._seek_counts()
+        for tp in partitions:
+            counts[tp] = counts.get(tp, 0) + 1
+        await super().seek_wait(partitions)
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        records, active = await super()._wait_next_records(timeout)
+        self._batch = (records, self._seek_events, dict(self._seek_counts()))
+        return records, active
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's getmany; fetched records it did not hand out are fetched again.
+
+        Faust stops handing out a fetched batch when flow control stops (a rebalance
+        starts) or the generation changes, and skips the records of a partition paused
+        meanwhile (a table recovering); aiokafka's position is past them by then. Faust
+        relies on a later ``perform_seek``, which goes to the committed offset: a
+        partition not committed yet (the first seconds of a stream) stayed past them and
+        those transactions were never processed, and a standby's changelog records were
+        lost the same way. Seen in the rebalance test on a loaded box (see the README).
+        """
+        handed: dict[TP, int] = {}
+        self._batch = None
+        try:
+            async for tp, message in super().getmany(timeout):
+                handed[tp] = message.offset
+                yield tp, message
+        finally:
+            batch, self._batch = self._batch, None
+            if batch and batch[0]:
+                records, seek_events, seeks = batch
+                await self._refetch_unhanded(records, seek_events, seeks, handed)
+
+    async def _refetch_unhanded(
+        self, records: Any, seek_events: int, seeks: dict[TP, int], handed: dict[TP, int]
+    ) -> None:
+        """Seek each partition back to the first record of ``records`` not handed out.
+
+        A partition positioned by another seek since the fetch (table recovery) is left
+        alone; after a ``perform_seek`` the committed offset wins if it is lower.
+        """
+        assigned = self.assignment()
+        seeked = self._seeking or seek_events != self._seek_events
+        counts = self._seek_counts()
+        ranges: dict[TP, tuple[int, int, int]] = {}
+        n = 0
+        for tp, batch in records.items():
+            last = handed.get(tp)
+            left = [r for r in batch if last is None or r.offset > last]
+            if not left or tp not in assigned or counts.get(tp, 0) != seeks.get(tp, 0):
+                continue
+            target = int(left[0].offset)
+            committed = self._committed_offset.get(tp)
+            if seeked and committed is not None:
+                target = min(target, committed)
+            n += len(left)
+            ranges[tp] = (int(left[0].offset), int(left[-1].offset), target)
+            await self._seek(tp, target)
+        if ranges:
+            self.dropped_unhanded += n
+            active = self._active_partitions or set()
+            where = {f"{tp.topic}[{tp.partition}]{'' if tp in active else ' paused'}":
+                     f"{a}-{b} from {t}" for tp, (a, b, t) in ranges.items()}  # fmt: skip
+            flow = "active" if self.flow_active else "stopped"
+            logger.warning("Faust left %d fetched records unhanded (flow %s); fetching again: %s",
+                           n, flow, where)  # fmt: skip
 
     async def perform_seek(self) -> None:
         """Seek to the committed offsets; gaps noted before are about records read again."""

@@ -228,7 +228,8 @@ def test_sigkill_one_of_two_workers(kafka_bootstrap: str, tmp_path: Path) -> Non
         for w in workers:
             log = w.log_path.read_text(errors="replace").splitlines()
             print(f"--- {w.log_path.name}: gaps, seeks, rebalances")
-            print("\n".join(x for x in log if "gap in" in x or "dropped" in x or "ebalanc" in x))
+            print("\n".join(x for x in log if "gap in" in x or "dropped" in x or "ebalanc" in x
+                            or "unhanded" in x))  # fmt: skip
     for silo in SILOS:
         assert set(got.rows[silo]) == set(want[silo]), f"silo {silo}: rows lost or changed"
         assert all(got.rows[silo][k] >= n for k, n in want[silo].items())
