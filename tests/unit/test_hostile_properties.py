@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,9 @@ def mutated(draw: Any, kind: str) -> bytes:
         if action == "drop":
             doc.pop(name, None)
         elif action == "nudge" and isinstance(doc.get(name), int | float):
-            doc[name] = doc[name] * draw(st.sampled_from([-1, 0, 1000, 1e-3, 1e6, 2**40]))
+            nudged = doc[name] * draw(st.sampled_from([-1, 0, 1000, 1e-3, 1e6, 2**40]))
+            if math.isfinite(nudged):  # JSON has no infinity (seen: 1e300 * 1e6)
+                doc[name] = nudged
         else:
             doc[name] = draw(json_values)
     raw = dumps(doc)
