@@ -10,7 +10,6 @@ consumer classes the worker can run: Faust's stock one and ``OffsetSafeConsumer`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import faust
 import pytest
@@ -22,15 +21,6 @@ from app.stream.offsets import OffsetSafeConsumer, WorkerFaustApp
 
 TOPIC = "bank.transactions"
 TP0 = TP(TOPIC, 0)
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield loop
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 def make_consumer(app_class: type[faust.App]) -> aiokafka_driver.Consumer:

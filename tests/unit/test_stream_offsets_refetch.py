@@ -12,7 +12,6 @@ thread (fetch, seek, assignment) is replaced by a recorder.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -25,15 +24,6 @@ from app.stream.offsets import OffsetSafeConsumer, WorkerFaustApp
 
 TOPIC = "bank.transactions"
 TP0 = TP(TOPIC, 0)
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield loop
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 def record(offset: int) -> ConsumerRecord[bytes, bytes]:
