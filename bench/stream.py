@@ -18,12 +18,13 @@ is started when none answers):
    ``ts`` to the millisecond; the last one sent wins, which can only shorten a latency by
    the time between them). Includes micro-batching (``--batch-ms``).
 
-With ``--against REV`` the same measurement runs first with the worker of git revision
-``REV`` (its tree exported to a temporary directory and put first on the worker's
-``PYTHONPATH``, same virtualenv), then with this checkout's, alternating for
-``--rounds`` rounds on the same broker and the same synthetic events (seeded): a
-like-for-like comparison, ``vs_reference`` in the last line is this worker's rate over the
-reference's (median of the rounds).
+Each leg also reports the worker's own CPU time per event over the same span
+(``worker_cpu_us_per_event``, :mod:`bench.cpu`): on a shared box it varies far less than
+the wall-clock rate.
+
+With ``--against REV`` the same measurement runs with the worker of git revision ``REV``
+and with this checkout's, in ABBA order on the same broker and the same synthetic events
+(seeded): a like-for-like comparison (:mod:`bench.against`).
 
 With ``--profile`` the worker runs under py-spy (``py-spy record --format raw``) during
 the backlog phase and the functions with the most samples are printed.
@@ -43,10 +44,13 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from bench.cpu import CpuSampler
 
 __all__ = ["bench_stream_command", "run_bench"]
 
@@ -226,7 +230,8 @@ def _measure(
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         t = time.perf_counter()
-        wait_committed(bootstrap, worker_group(ns), inputs, timeout_s=1800, worker=worker)
+        with CpuSampler(worker.pid) as cpu:  # the worker's own CPU time (bench.cpu)
+            wait_committed(bootstrap, worker_group(ns), inputs, timeout_s=1800, worker=worker)
         drain_s = time.perf_counter() - t
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -237,9 +242,13 @@ def _measure(
         rows = sum(f[2] for f in frames)
         span_ms = frames[-1][0] - frames[0][0]
         sustained = (rows - frames[0][2]) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+        span_cpu = cpu.between(frames[0][0], frames[-1][0])
+        span_rows = rows - frames[0][2]
+        cpu_us = span_cpu / span_rows * 1e6 if span_cpu and span_rows > 0 else None
         print(f"worker: {rows:,} rows of {n_txn:,} transactions in {len(frames)} frames; "
               f"{sustained:,.0f} events/s sustained (first to last frame: {span_ms / 1000:.1f} s; "
-              f"start to all committed {drain_s:.1f} s)")  # fmt: skip
+              f"start to all committed {drain_s:.1f} s); worker CPU "
+              f"{'?' if cpu_us is None else f'{cpu_us:.0f}'} us per event")  # fmt: skip
 
         # 3. latency at half the worker's rate, worker idle and warm
         sent_ms: dict[float, float] = {}
@@ -287,6 +296,7 @@ def _measure(
         "batch_ms": batch_ms,
         "worker_events_per_s": round(sustained),
         "worker_drain_s": round(drain_s, 2),
+        "worker_cpu_us_per_event": None if cpu_us is None else round(cpu_us, 1),
         "passthrough_events_per_s": pt["events_per_s"],
         "ratio": round(ratio, 3),
         "latency_ms": _percentiles(lat),
@@ -294,48 +304,6 @@ def _measure(
         "targets": TARGETS,
         "target_met": sustained >= TARGETS["worker_events_per_s"] and ratio >= TARGETS["ratio"],
         "profile_top_self": top,
-    }
-
-
-def _export_revision(rev: str, into: Path) -> Path:
-    """The tree of git revision ``rev`` of this repository, exported under ``into``."""
-    repo = Path(__file__).resolve().parents[1]
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
-                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
-    tree = into / f"reference-{commit[:12]}"
-    tree.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(repo), "archive", commit], check=True,
-                             capture_output=True).stdout  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    print(f"reference worker: {rev} = {commit[:12]} exported to {tree}")
-    return tree
-
-
-def _against(bootstrap: str, rev: str, rounds: int, work: Path, **knobs: Any) -> dict[str, Any]:
-    """This worker vs the worker of ``rev``, alternating (see the module docstring)."""
-    import statistics
-
-    tree = _export_revision(rev, work)
-    env = {"PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
-    runs: dict[str, list[dict[str, Any]]] = {"reference": [], "this": []}
-    for r in range(rounds):
-        for name, worker_env in (("reference", env), ("this", None)):
-            print(f"--- round {r + 1}/{rounds}: {name} worker")
-            with tempfile.TemporaryDirectory(prefix="fedstream-bench-", dir=work) as tmp:
-                runs[name].append(run_bench(bootstrap, work_dir=Path(tmp), worker_env=worker_env,
-                                            **knobs))  # fmt: skip
-    rates = {k: [r["worker_events_per_s"] for r in v] for k, v in runs.items()}
-    ref, this = statistics.median(rates["reference"]), statistics.median(rates["this"])
-    return {
-        "against": rev,
-        "rounds": rounds,
-        "reference_events_per_s": rates["reference"],
-        "this_events_per_s": rates["this"],
-        "vs_reference": round(this / ref, 3) if ref else None,
-        "target_vs_reference": 1.0,
-        "target_met": bool(ref) and this >= ref,
-        "reference": runs["reference"],
-        "this": runs["this"],
     }
 
 
@@ -427,10 +395,15 @@ def bench_stream_command(
             print(f"started a temporary (secure) broker on {bootstrap}")
         try:
             if against is not None:
-                doc = _against(bootstrap, against, rounds, work, **knobs)
+                from bench.against import compare_revisions
+
+                doc = compare_revisions(partial(run_bench, bootstrap), against, rounds, work,
+                                        **knobs)  # fmt: skip
                 print(f"this worker {doc['this_events_per_s']} events/s, {against}'s "
-                      f"{doc['reference_events_per_s']}: {doc['vs_reference']}x; target "
-                      f">= 1.0: {'met' if doc['target_met'] else 'NOT met'}")  # fmt: skip
+                      f"{doc['reference_events_per_s']}: {doc['vs_reference']}x (pairs "
+                      f"{doc['paired_vs_reference']}); CPU per event {doc['this_cpu_us_per_event']}"
+                      f" vs {doc['reference_cpu_us_per_event']} us: {doc['cpu_vs_reference']}x; "
+                      f"target >= 1.0: {'met' if doc['target_met'] else 'NOT met'}")  # fmt: skip
                 print(orjson.dumps(doc).decode())
                 return
             result = run_bench(

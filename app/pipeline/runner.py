@@ -10,7 +10,8 @@ dead letters with the reason), then the steps in order, each over whole columns:
 * to_silos: evaluated right after the joins, before any window, so a row with an unknown
   silo is rejected without leaving a trace in the window state;
 * window: the per-key state read then updated row by row (state is sequential by
-  nature), the outputs as columns. With record offsets given, a record at or below its
+  nature) by the plan compiled to straight-line code (:mod:`app.pipeline.window_code`),
+  the outputs as columns. With record offsets given, a record at or below its
   key's last applied offset was applied before a crash and is skipped (``replayed``);
 * map: one call of the function on the whole batch; label: a column.
 
@@ -38,6 +39,7 @@ from app.features.vectorize import DEFAULT_PROFILE
 from app.pipeline.dsl import Columns, Filter, Join, Label, Map, Pipeline, Route, Table, WindowStep
 from app.pipeline.records import Parsed, column, customer_values, record_values
 from app.pipeline.state import MemoryStore, StateStore, TableVersion
+from app.pipeline.window_code import compile_plan
 
 __all__ = ["BatchResult", "BatchRows", "PipelineRunner", "Record", "run_pipeline"]
 
@@ -115,6 +117,7 @@ class PipelineRunner:
         self.columns: list[str] | None = None
         self._window_columns = [c for s in self.rows_stream.steps_of(WindowStep)
                                 for c in s.plan.columns]  # fmt: skip
+        self._compiled = [compile_plan(s.plan) for s in self.rows_stream.steps_of(WindowStep)]
 
     @property
     def window_steps(self) -> list[WindowStep]:
@@ -307,34 +310,47 @@ class PipelineRunner:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The step's output columns, and which rows it accepted (``unique``, replays)."""
         plan = step.plan
-        store = self.store
+        compiled = self._compiled[index]
+        snapshot, update = compiled.snapshot, compiled.update
+        key_state, state_changed = self.store.key_state, self.store.state_changed
         keys = parsed.keys
         offsets = parsed.offsets
+        n = len(keys)
         ts = cols[time_col].tolist()
         data = [cols[c].tolist() for c in plan.inputs()]
-        rows = list(zip(*data, strict=True)) if data else [()] * len(keys)
-        uids = cols[plan.unique].tolist() if plan.unique is not None else [None] * len(keys)
-        out = np.zeros((len(keys), len(plan.columns)), dtype=np.float64)
-        ok = np.ones(len(keys), dtype=bool)
+        rows = list(zip(*data, strict=True)) if data else [()] * n
+        uids = cols[plan.unique].tolist() if plan.unique is not None else [None] * n
+        grain = plan.grain if plan.unique is not None and plan.longest else 0
+        skipped = [0.0] * len(plan.columns)  # the outputs of a row not applied
+        out: list[list[float]] = []
+        ok = np.ones(n, dtype=bool)
         for i, kid in enumerate(keys):
-            key_state = store.key_state(kid)
-            if track_offsets and offsets[i] <= key_state.offset:
+            state_of_key = key_state(kid)
+            if track_offsets and offsets[i] <= state_of_key.offset:
                 ok[i] = False  # applied before a crash (module docstring)
                 result.replayed += 1
+                out.append(skipped)
                 continue
-            state = key_state.step(index)
-            refused = plan.admit(state, ts[i], uids[i], kid)
-            if refused is not None:
+            windows = state_of_key.windows
+            state = windows[index] if len(windows) > index else state_of_key.step(index)
+            t = ts[i]
+            horizon = state.horizon
+            values = None
+            if not grain or horizon is None or int(t // grain) * grain >= horizon:
+                values = snapshot(state, t, rows[i], uids[i])  # None: a repeated id
+            if values is None:
                 ok[i] = False
-                result.dead_letters.append((parsed.raws[i], refused))
+                result.dead_letters.append((parsed.raws[i], plan.admit(state, t, uids[i], kid)
+                                            or "refused"))  # fmt: skip
+                out.append(skipped)
                 continue
-            row = list(rows[i])
-            out[i] = plan.snapshot(state, ts[i], row)
-            plan.update(state, ts[i], row, uids[i])
+            out.append(values)
+            update(state, t, rows[i], uids[i])
             if track_offsets:
-                key_state.offset = offsets[i]
-            store.state_changed(kid)
-        return {name: out[:, j] for j, name in enumerate(plan.columns)}, ok
+                state_of_key.offset = offsets[i]
+            state_changed(kid)
+        arr = np.array(out, dtype=np.float64).reshape(n, len(plan.columns))
+        return {name: arr[:, j] for j, name in enumerate(plan.columns)}, ok
 
 
 def _subset(cols: dict[str, np.ndarray], parsed: Parsed,
