@@ -37,7 +37,7 @@ from app.features.routing import hash_silo
 from app.features.validation import InvalidRecord, check_key, check_silo, parse_customer
 from app.features.vectorize import DEFAULT_PROFILE
 from app.pipeline.dsl import Columns, Filter, Join, Label, Map, Pipeline, Route, Table, WindowStep
-from app.pipeline.records import Parsed, column, customer_values, record_values
+from app.pipeline.records import Parsed, RecordReader, column, customer_values, record_values
 from app.pipeline.state import MemoryStore, StateStore, TableVersion
 from app.pipeline.window_code import compile_plan
 
@@ -118,6 +118,8 @@ class PipelineRunner:
         self._window_columns = [c for s in self.rows_stream.steps_of(WindowStep)
                                 for c in s.plan.columns]  # fmt: skip
         self._compiled = [compile_plan(s.plan) for s in self.rows_stream.steps_of(WindowStep)]
+        src = self.rows_stream.source
+        self._reader = RecordReader(src.schema, src.key, src.time, src.attrs)
 
     @property
     def window_steps(self) -> list[WindowStep]:
@@ -165,23 +167,23 @@ class PipelineRunner:
         result = BatchResult()
         parsed = Parsed()
         check_time = self.check_time if now_s is not None else None
+        read = self._reader.read
         for i, (key, raw) in enumerate(records):
             try:
-                values = record_values(src.schema, raw, src.key, src.time, src.attrs)
-                check_key(key, values[src.key])
+                values, kid, t = read(raw)
+                check_key(key, kid)
                 if check_time is not None and now_s is not None:
-                    check_time(values[src.time], now_s)
+                    check_time(t, now_s)
             except InvalidRecord as exc:
                 result.dead_letters.append((raw, exc.reason))
                 continue
             parsed.values.append(values)
-            parsed.keys.append(values[src.key])
+            parsed.keys.append(kid)
             parsed.raws.append(raw)
             parsed.offsets.append(-1 if offsets is None else offsets[i])
         if not parsed.values:
             return result
-        fields = dict.fromkeys(n for v in parsed.values for n in v)  # a field may be absent
-        cols = {name: column([v.get(name) for v in parsed.values]) for name in fields}
+        cols = self._reader.columns(parsed.values)
         steps = self.rows_stream.steps
         joins_end = max((i for i, s in enumerate(steps) if isinstance(s, Join)), default=-1)
         silos: np.ndarray | None = None

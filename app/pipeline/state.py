@@ -150,8 +150,11 @@ def _decode_windows(obj: list[Any]) -> KeyWindows:
 
 def encode_key_state(state: KeyState) -> bytes:
     """Table value of a stream key's state (tagged JSON)."""
-    windows = [_encode_windows(w) for w in state.windows]
-    return orjson.dumps([_STATE_TAG, state.offset, windows], default=_set_as_list)
+    doc = [_STATE_TAG, state.offset, [_encode_windows(w) for w in state.windows]]
+    try:  # the sets of a bucket hold one type each: sorted() is all orjson needs
+        return orjson.dumps(doc, default=sorted)
+    except orjson.JSONEncodeError:  # mixed types in one set
+        return orjson.dumps(doc, default=_set_as_list)
 
 
 def decode_key_state(data: bytes | bytearray | memoryview | None) -> KeyState:
