@@ -251,7 +251,16 @@ def kafka_logs(
 
 # -- topics ---------------------------------------------------------------------------------
 @topics_app.command("apply")
-def topics_apply(ctx: typer.Context) -> None:
+def topics_apply(
+    ctx: typer.Context,
+    site: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="SILO, repeatable: this cluster is that silo's own site; its site-<SILO> "
+            "principal may write fl.model.global here (its SuperNode relays the global model)."
+        ),
+    ] = None,
+) -> None:
     """Create missing topics and update configs to match the catalogue (idempotent)."""
     from confluent_kafka import KafkaException
 
@@ -270,7 +279,8 @@ def topics_apply(ctx: typer.Context) -> None:
         report = apply_catalogue(make_admin(settings.bootstrap), specs)
         groups = {s: silo_group(settings.model_name, s) for s in settings.silo_ids}
         access = provision(settings.bootstrap, settings.namespace, settings.silo_ids,
-                           settings.chat_tenants, groups, prune=("stream",))  # fmt: skip
+                           settings.chat_tenants, groups, prune=("stream",),
+                           sites=site or ())  # fmt: skip
     except (KafkaException, RuntimeError) as exc:
         raise _fail(f"could not apply the catalogue at {settings.bootstrap}: {exc}") from None
     console.print(

@@ -192,7 +192,10 @@ def compare_security(
             state = ("on" if mode == "secure" else "off") + (" (warm-up)" if is_warmup else "")
             logger.info("leg %d/%d: security %s", i, len(legs), state)
             with acting_on(brokers[mode]) as bootstrap:
+                load_before = os.getloadavg()[0]
                 result = run(bootstrap, mode == "secure")
+            # the box is shared: each leg says how busy it was (1-min load average)
+            result["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
             (warm if is_warmup else runs)[mode].append(result)
     doc = summarize(runs, figures)
     doc.update({"repeats": repeats, "order": [m for m, w in legs if not w], "runs": runs,

@@ -14,6 +14,9 @@ Every round (one ``train`` message; evaluation is inside it):
    read ended. Nothing is committed here: a reply that is lost or late is never
    confirmed, and its rows are read and trained again in a later round.
 
+A silo whose site has its own Kafka cluster (node config ``model-kafka-config``) first
+relays the global model it received onto that cluster (app/fl/site_model.py).
+
 Each message runs in a fresh process (Flower starts a new ClientApp per message), so the
 consumer is opened and closed per round.
 """
@@ -43,6 +46,7 @@ from app.fl.messages import (
 )
 from app.fl.offset_ledger import CONFIRM_ONLY, attach_read_offsets, confirmed_for
 from app.fl.rounds import prequential_round
+from app.fl.site_model import relay_global_model
 from app.kafka.security import PLAINTEXT, read_client_config, use
 from app.model.replay import ReplayBuffer
 
@@ -65,6 +69,7 @@ class NodeSettings:
     bootstrap: str
     group: str = ""
     kafka_config: str = ""  # the silo principal's client config (its site's cluster)
+    model_kafka_config: str = ""  # site-<id>'s, which relays the global model to the site
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any], model_name: str) -> NodeSettings:
@@ -83,7 +88,8 @@ class NodeSettings:
                              "naming its cluster)")  # fmt: skip
         topic = str(node_config.get("topic") or topics.silo_batches(silo))
         group = str(node_config.get("group") or silo_group(model_name, silo))
-        return cls(silo, topic, bootstrap, group, kafka_config)
+        model_kafka_config = str(node_config.get("model-kafka-config") or "")
+        return cls(silo, topic, bootstrap, group, kafka_config, model_kafka_config)
 
 
 def read_round(
@@ -142,6 +148,7 @@ def handle_train(
     if config.get(CONFIRM_ONLY):  # the run ends: commit what the server aggregated
         with SiloReader(node.bootstrap, node.topic, node.group) as reader:
             logger.info("silo %d: final confirmation %s", node.silo_id, reader.advance(confirmed))
+        relay_global_model(msg, cfg, node.model_kafka_config, state)  # the run's last model
         return Message(RecordDict({}), reply_to=msg)
     ins = parse_train_message(msg)
     model_cfg = cfg.model_config(ins.n_features, proximal_mu=ins.proximal_mu)
@@ -149,6 +156,7 @@ def handle_train(
         advanced = reader.advance(confirmed)
         if advanced:
             logger.info("silo %d: server confirmed %s, committed", node.silo_id, advanced)
+        relay_global_model(msg, cfg, node.model_kafka_config, state)  # to a site's own cluster
         batch = read_round(reader, cfg, ins.round_rows, ins.spec_version, ins.n_features)
         common = {
             "silo": node.silo_id,

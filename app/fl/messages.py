@@ -3,8 +3,8 @@
 Server -> client (``train`` message)::
 
     "arrays": ArrayRecord   global parameters, keys = canonical parameter names
-    "config": ConfigRecord  server-round, spec-version, n-features, [mean, std],
-                            [proximal-mu (FedProx)]
+    "config": ConfigRecord  server-round, model-round (of the arrays), spec-version,
+                            n-features, [mean, std], [proximal-mu (FedProx)]
 
 Client -> server (one reply per round, evaluation inside)::
 
@@ -85,16 +85,19 @@ def build_server_config(
     set_prior: bool = False,
     round_rows: int = 0,
     offsets: Mapping[int, float] | None = None,
+    model_round: int = 0,
 ) -> ConfigRecord:
     """The ConfigRecord of a train message (the strategy adds server-round and its keys).
 
     ``set-prior`` 1 asks silos to start the model's head at their base rate (a model
     nobody has trained yet); ``round-rows`` is how many rows the round waits for;
     ``offsets`` are the silos' base-rate corrections (``silo-offset-ids`` and
-    ``silo-offsets``, :func:`app.fl.rounds.silo_offsets`).
+    ``silo-offsets``, :func:`app.fl.rounds.silo_offsets`); ``model-round`` is the round
+    of the global model sent (0: untrained; a site relays the others, app/fl/site_model.py).
     """
     config = ConfigRecord(
         {
+            "model-round": int(model_round),
             "spec-version": spec_version,
             "n-features": int(n_features),
             "set-prior": int(set_prior),

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 __all__ = [
     "CONFIRM_ONLY",
@@ -151,13 +151,27 @@ def confirmed_for(config: ConfigRecord, silo: int) -> dict[int, Position]:
     return {p: (n, t) for s, p, n, t in zip(*lists, strict=True) if s == silo}
 
 
-def send_confirmations(grid: Any, ledger: OffsetLedger, timeout_s: float) -> int:
-    """Tell every node what is confirmed, without a round (the run ends); returns replies."""
+def send_confirmations(
+    grid: Any,
+    ledger: OffsetLedger,
+    timeout_s: float,
+    model: tuple[ArrayRecord, ConfigRecord] | None = None,
+) -> int:
+    """Tell every node what is confirmed, without a round (the run ends); returns replies.
+
+    ``model`` (the final parameters and their train config) rides along, so that a site
+    relaying global models to its own cluster gets the last one too (app/fl/site_model.py).
+    """
     from app.fl.strategy import send_and_receive, with_ttl  # Flower's Grid: ServerApp only
 
-    config = ledger.add_to(ConfigRecord({CONFIRM_ONLY: 1}))
+    base = ConfigRecord(dict(model[1])) if model is not None else ConfigRecord()
+    base[CONFIRM_ONLY] = 1
+    config = ledger.add_to(base)
+    records: dict[str, Any] = {"config": config}
+    if model is not None:
+        records["arrays"] = model[0]
     messages = [
-        Message(RecordDict({"config": config}), dst_node_id=node, message_type=MessageType.TRAIN)
+        Message(RecordDict(records), dst_node_id=node, message_type=MessageType.TRAIN)
         for node in grid.get_node_ids()
     ]
     return len(send_and_receive(grid, with_ttl(messages, timeout_s), timeout_s))

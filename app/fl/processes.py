@@ -37,7 +37,7 @@ from app.fl.flower_auth import (
     supernode_name,
 )
 from app.fl.kafka_io import silo_group
-from app.fl.sites import check_site, node_bootstrap
+from app.fl.sites import check_site, node_bootstrap, site_relay
 from app.kafka.principals import FL_SERVER, silo_principal
 from app.kafka.provision import provision
 from app.kafka.security import current as kafka_identity
@@ -193,16 +193,20 @@ def supernode_command(
     warm: bool,
     security_args: Sequence[str] = ("--insecure",),
     kafka_config: Path | None = None,
+    model_kafka_config: Path | None = None,
 ) -> list[str]:
     """The command line of silo ``silo``'s SuperNode (``fl up``, the supervisor).
 
     ``bootstrap`` and ``kafka_config`` (the silo principal's client config, which its
     ClientApp uses) are this node's own: its site's cluster and CA, which need not be the
-    operator's (``fl up --silo-kafka``).
+    operator's (``fl up --silo-kafka``). ``model_kafka_config`` (a site's ``site-<id>``)
+    makes its ClientApp relay each global model to that cluster (app/fl/site_model.py).
     """
     node_config = f"silo-id={silo} topic='{topics.silo_batches(silo)}' bootstrap='{bootstrap}'"
     if kafka_config is not None:
         node_config += f" kafka-config='{kafka_config}'"
+    if model_kafka_config is not None:
+        node_config += f" model-kafka-config='{model_kafka_config}'"
     cmd = [
         sys.executable,  # Flower's SuperNode, with a shorter idle poll (see module)
         "-m",
@@ -330,7 +334,7 @@ def up(
             cluster = node_bootstrap(sites[silo]) if silo in sites else bootstrap
             cmd = supernode_command(
                 cluster, silo, port, superlink_port, warm_clients,
-                security.supernode_args(keys[silo]), kafka_config,
+                security.supernode_args(keys[silo]), kafka_config, site_relay(silo, sites),
             )  # fmt: skip
             dep.commands[f"supernode-{silo}"] = cmd
             pid = _spawn(cmd, logs / f"supernode-{silo}.log", env)

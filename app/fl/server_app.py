@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
@@ -180,6 +180,7 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
             set_prior=asks_prior(cfg, state),
             round_rows=cfg.policy().target(state.round + 1),
             offsets=offsets_of(cfg, state),
+            model_round=state.round,
         )
         state.ledger.add_to(config)  # confirms what earlier rounds aggregated
         next_round = state.round + 1
@@ -231,8 +232,19 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         )  # fmt: skip
         done += 1
     if state.ledger.confirmed:  # the last round's confirmation has no next round to ride on
-        send_confirmations(grid, state.ledger, cfg.round_timeout)
+        send_confirmations(grid, state.ledger, cfg.round_timeout,
+                           _final_model(state, names, spec_version, n_features))  # fmt: skip
     return state
+
+
+def _final_model(
+    state: ServerState, names: list[str], spec_version: str, n_features: int
+) -> tuple[ArrayRecord, ConfigRecord]:
+    """The last global model as a train message would carry it (sites relay it)."""
+    mean, std = state.moments.mean_std() if state.moments.count else (None, None)
+    config = build_server_config(spec_version=spec_version, n_features=n_features, mean=mean,
+                                 std=std, model_round=state.round)  # fmt: skip
+    return arrays_to_record(state.arrays, names), config
 
 
 def _ledger(cfg: FLConfig, state: ServerState) -> PrivacyLedger | None:

@@ -11,6 +11,8 @@ bank            writes ``bank.customers`` and ``bank.transactions`` (producers, 
 silo-<id>       reads ``silo.<id>.*`` under its own consumer group, nothing else
 fl-server       writes and reads ``fl.model.global`` and ``fl.metrics``, reads ``features.spec``
 tenant-<t>      writes ``chatbot.<t>.requests``, reads ``chatbot.<t>.responses``
+site-<id>       on silo <id>'s OWN cluster only (a site with its own Kafka): writes
+                ``fl.model.global``, the global model its SuperNode relays (app/fl/site_model.py)
 =============== ===========================================================================
 
 Topic names are namespaced like the catalogue (prefixed patterns where a prefix is meant).
@@ -55,6 +57,8 @@ __all__ = [
     "owned_by_stream",
     "principal_names",
     "silo_principal",
+    "site_grants",
+    "site_principal",
     "stream_grants",
     "tenant_principal",
 ]
@@ -74,6 +78,11 @@ WRITE = ("WRITE", "DESCRIBE")
 
 def silo_principal(silo: int) -> str:
     return f"silo-{silo}"
+
+
+def site_principal(silo: int) -> str:
+    """The principal that relays the global model onto silo ``silo``'s own cluster."""
+    return f"site-{silo}"
 
 
 def tenant_principal(tenant: str) -> str:
@@ -158,6 +167,13 @@ def fl_grants(silos: Iterable[int], groups: dict[int, str]) -> list[Grant]:
         out += _grants(silo_principal(silo), "TOPIC", [f"silo.{silo}."], READ, True)
         out += _grants(silo_principal(silo), "GROUP", [groups[silo]], ("READ", "DESCRIBE"))
     return out
+
+
+def site_grants(silos: Iterable[int]) -> list[Grant]:
+    """ACLs of a site's model relay (on the site's own cluster): write the model topic,
+    nothing else (no read: the relay never looks at what is there; the site's worker reads
+    it as ``worker``)."""
+    return [g for s in silos for g in _grants(site_principal(s), "TOPIC", [MODEL_GLOBAL], WRITE)]
 
 
 # first name segments of un-namespaced names (the catalogue's, Faust's, the groups')

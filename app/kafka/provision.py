@@ -23,6 +23,8 @@ from app.kafka.principals import (
     owned_by_fl,
     owned_by_stream,
     principal_names,
+    site_grants,
+    site_principal,
     stream_grants,
 )
 from app.kafka.security import KafkaIdentity, current, read_client_config, write_client_config
@@ -48,6 +50,7 @@ def provision(
     admin: KafkaIdentity | None = None,
     stream: bool = True,
     prune: Collection[str] = (),
+    sites: Iterable[int] = (),
 ) -> ProvisionReport | None:
     """Credentials (beside the admin's client config), users and ACLs of every principal.
 
@@ -57,21 +60,24 @@ def provision(
     ``"stream"`` (the worker's, the bank's and every tenant's in the namespace, and those
     of silo principals no longer in ``silos``; ``topics apply``) and ``"fl"`` (the
     server's and those of ``silos``, e.g. the group of a model no longer trained;
-    ``fl up``). Returns None on a plaintext cluster.
+    ``fl up``). ``sites`` are silos whose own cluster this is (a site with its own
+    Kafka): each gets its ``site-<id>`` principal, which may write ``fl.model.global`` here
+    (its SuperNode relays the global model). Returns None on a plaintext cluster.
     """
     ident = admin or current()
     if not ident.secure:
         return None
-    silos, tenants = list(silos), list(tenants)
+    silos, tenants, sites = list(silos), list(tenants), list(sites)
     added: list[str] = []
     if ident.path is not None and ident.principal == ADMIN and ident.ca is not None:
         # the local cluster's credential directory: new silos/tenants get their files here
-        names = principal_names(silos, tenants)
+        names = principal_names(silos, tenants) + [site_principal(s) for s in sites]
         identities = ensure_credentials(ident.path.parent, names, ident.bootstrap, ident.ca)
         added = ensure_users(make_admin(bootstrap, ident), identities)
     grants = stream_grants(namespace, silos, tenants) if stream else []
     if silo_groups:
         grants += fl_grants(sorted(silo_groups), silo_groups)
+    grants += site_grants(sites)
     client = make_admin(bootstrap, ident)
     count = apply_grants(client, grants)
     owners: list[Callable[[Grant], bool]] = []

@@ -3,23 +3,30 @@
 Silo A's data is on the operator's broker (the session's); silo B's site has a broker of
 its own, with its own CA and its own ``silo-<B>`` principal, and the operator never
 touches it: ``fl up --silo-kafka B=<the site's client config>`` gives that SuperNode the
-site's cluster as its per-node Kafka setting. One round trains on both silos.
+site's cluster as its per-node Kafka setting. One round trains on both silos, and silo
+B's SuperNode relays the global model onto the site's own ``fl.model.global`` as the
+site's ``site-<B>`` principal, which may write that topic and nothing else.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from confluent_kafka import KafkaError, Producer
 
-from app.fl.kafka_io import silo_group
+from app.fl.kafka_io import read_models, silo_group
+from app.kafka.access import granted
 from app.kafka.admin import make_admin
 from app.kafka.broker import LocalBroker
-from app.kafka.principals import silo_principal
+from app.kafka.principals import Grant, silo_principal, site_principal
 from app.kafka.provision import provision
-from app.kafka.security import acting_as, read_client_config
+from app.kafka.security import KafkaIdentity, acting_as, client_config, read_client_config
+from app.model.frame import ModelFrame, decode_model
 from app.ports import free_port
 from app.settings import default_cache_dir
 from tests.integration.fl_support import (
@@ -30,7 +37,7 @@ from tests.integration.fl_support import (
     start_flower,
     wait_rounds,
 )
-from topics import silo_batches
+from topics import MODEL_GLOBAL, silo_batches
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +68,8 @@ def test_a_silo_trains_from_its_own_sites_cluster(
     site_admin = site_broker.identity()
     with acting_as(site_admin):
         seed_silos(site_broker.bootstrap, [b], spec, ROWS)
-        provision(site_broker.bootstrap, "", [b], (), {b: silo_group(model, b)}, stream=False)
+        provision(site_broker.bootstrap, "", [b], (), {b: silo_group(model, b)}, stream=False,
+                  sites=[b])  # fmt: skip
     site_conf = site_broker.clients_dir / f"{silo_principal(b)}.conf"
     assert (
         read_client_config(site_conf).ca
@@ -74,6 +82,9 @@ def test_a_silo_trains_from_its_own_sites_cluster(
                        site_kafka={b: site_conf})  # fmt: skip
     docs = wait_rounds(kafka_bootstrap, model, 1, timeout_s=180)
 
+    # the next message relays round 1's model to the site, after committing what round 1 used
+    relayed = _site_frame(site_broker.bootstrap, site_admin, model, round_=1, timeout_s=120)
+
     # Assert: both silos trained in the round; silo b read (and committed) on its site's
     # cluster as its site principal; its topic never existed on the operator's broker
     rows = {int(s): e["rows"] for s, e in docs[0]["silos"].items()}
@@ -84,3 +95,52 @@ def test_a_silo_trains_from_its_own_sites_cluster(
         assert committed_frames(site_broker.bootstrap, model, b) > 0
     operator_topics = make_admin(kafka_bootstrap).list_topics(timeout=10).topics
     assert silo_batches(b) not in operator_topics
+
+    # Assert: the site's fl.model.global has the global model of round 1, the operator's
+    # frame in every weight; only fl-server publishes on the operator's cluster
+    operators = [decode_model(v) for v in read_models(kafka_bootstrap, model)]
+    published = next(f for f in operators if f.meta.round == 1)
+    assert len(relayed.arrays) == len(published.arrays) > 0
+    assert all(np.array_equal(x, y) for x, y in zip(relayed.arrays, published.arrays, strict=True))
+    assert np.array_equal(relayed.mean, published.mean)
+    assert np.array_equal(relayed.std, published.std)
+    for field in ("model_version", "spec_version", "n_features", "config"):
+        assert getattr(relayed.meta, field) == getattr(published.meta, field), field
+    assert relayed.meta.metrics == {"relayed_by": site_principal(b)}  # no other silo's figures
+    assert not any("relayed_by" in f.meta.metrics for f in operators)
+
+    # Assert: the relay holds exactly WRITE (+DESCRIBE) on the site's model topic; writing
+    # anything else there is refused; the operator's cluster has no site principal
+    with acting_as(site_admin):
+        site_acls = {g for g in granted(make_admin(site_broker.bootstrap))
+                     if g.principal == site_principal(b)}  # fmt: skip
+    assert site_acls == {Grant(site_principal(b), "TOPIC", MODEL_GLOBAL, op)
+                         for op in ("WRITE", "DESCRIBE")}  # fmt: skip
+    relay = read_client_config(site_broker.clients_dir / f"{site_principal(b)}.conf")
+    refused = _write_error(site_broker.bootstrap, relay, silo_batches(b))
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert not any(g.principal.startswith("site-") for g in granted(make_admin(kafka_bootstrap)))
+
+
+def _site_frame(
+    bootstrap: str, admin: KafkaIdentity, model: str, round_: int, timeout_s: float
+) -> ModelFrame:
+    """The first frame of ``model`` at ``round_`` on the site's model topic (as its admin)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with acting_as(admin):
+            frames = [decode_model(v) for v in read_models(bootstrap, model)]
+        found = [f for f in frames if f.meta.round == round_]
+        if found:
+            return found[0]
+        time.sleep(2)
+    raise AssertionError(f"no model of round {round_} on the site's cluster in {timeout_s:.0f} s")
+
+
+def _write_error(bootstrap: str, ident: KafkaIdentity, topic: str) -> KafkaError | None:
+    """The delivery error of one record written to ``topic`` as ``ident`` (None: written)."""
+    errors: list[KafkaError] = []
+    producer = Producer(client_config(bootstrap, ident, **{"message.timeout.ms": 15000}))
+    producer.produce(topic, b"x", on_delivery=lambda err, _m: errors.append(err) if err else None)
+    producer.flush(30)
+    return errors[0] if errors else None
