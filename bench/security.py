@@ -29,6 +29,7 @@ import logging
 import os
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,16 @@ from app.kafka.broker import LocalBroker
 from app.kafka.principals import principal_names
 from app.kafka.security import PLAINTEXT, KafkaIdentity, current, use
 from app.ports import free_port
+from bench.cpu import process_cpu_s
 from topics import chat_tenants
 
-__all__ = ["MAX_COST", "TemporaryBroker", "compare_security", "leg_order", "temporary_broker"]
+__all__ = [
+    "MAX_COST",
+    "TemporaryBroker",
+    "compare_security",
+    "leg_order",
+    "temporary_broker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,7 @@ class TemporaryBroker:
     secure: bool
     identity: KafkaIdentity
     clients_dir: Path
+    pid: int | None = None  # the broker's JVM
 
 
 @contextlib.contextmanager
@@ -69,7 +78,8 @@ def _started(cache_dir: Path, secure: bool, silos: int) -> Iterator[TemporaryBro
         try:
             broker.start(timeout_s=180)
             identity = broker.identity() if secure else PLAINTEXT
-            yield TemporaryBroker(broker.bootstrap, secure, identity, broker.clients_dir)
+            yield TemporaryBroker(broker.bootstrap, secure, identity, broker.clients_dir,
+                                  broker.pid())  # fmt: skip
         finally:
             broker.stop()
 
@@ -97,6 +107,10 @@ def temporary_broker(cache_dir: Path, secure: bool, silos: int = 3) -> Iterator[
     """A fresh local broker for one measurement, acted on as its admin (see acting_on)."""
     with _started(cache_dir, secure, silos) as broker, acting_on(broker) as bootstrap:
         yield bootstrap
+
+
+def _broker_cpu(broker: TemporaryBroker) -> float | None:
+    return process_cpu_s(broker.pid) if broker.pid else None
 
 
 def leg_order(repeats: int, warmup: bool) -> list[tuple[str, bool]]:
@@ -192,10 +206,15 @@ def compare_security(
             state = ("on" if mode == "secure" else "off") + (" (warm-up)" if is_warmup else "")
             logger.info("leg %d/%d: security %s", i, len(legs), state)
             with acting_on(brokers[mode]) as bootstrap:
-                load_before = os.getloadavg()[0]
+                load_before, t0 = os.getloadavg()[0], time.monotonic()
+                cpu0 = _broker_cpu(brokers[mode])
                 result = run(bootstrap, mode == "secure")
-            # the box is shared: each leg says how busy it was (1-min load average)
+            # the box is shared: each leg says how busy it was (1-min load average) and
+            # what share of a core its broker used (TLS and SASL cost the broker, too)
             result["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+            cpu1 = _broker_cpu(brokers[mode])
+            if cpu0 is not None and cpu1 is not None:
+                result["broker_cpu_share"] = round((cpu1 - cpu0) / (time.monotonic() - t0), 3)
             (warm if is_warmup else runs)[mode].append(result)
     doc = summarize(runs, figures)
     doc.update({"repeats": repeats, "order": [m for m, w in legs if not w], "runs": runs,

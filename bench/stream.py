@@ -368,7 +368,8 @@ def bench_stream_command(
                 return run_bench(bootstrap, work_dir=Path(tmp), **knobs)
 
         figures = {"worker_events_per_s": True, "passthrough_events_per_s": True,
-                   "latency_ms.p50": False, "latency_ms.p99": False}  # fmt: skip
+                   "latency_ms.p50": False, "latency_ms.p99": False,
+                   "worker_cpu_us_per_event": False}  # fmt: skip
         doc = compare_security(
             measure, settings.cache_dir, figures, settings.silos, repeats, warmup
         )
