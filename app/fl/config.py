@@ -63,6 +63,8 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "prior-from-data": True,
     "replay-rows": 4000,
     "silo-prior": True,
+    "input-clip": 5.0,
+    "prior-shift": True,
 }
 
 
@@ -140,6 +142,12 @@ class FLConfig:
     silo_prior : bool
         Each silo scores with the shared model's logit corrected by its own base rate
         (:func:`app.fl.rounds.silo_offsets`; from the whole-run counts the server keeps).
+    input_clip : float
+        Standardised inputs are clipped to ``[-input-clip, input-clip]`` in training and
+        scoring (0 = off; see :class:`app.model.config.ModelConfig`).
+    prior_shift : bool
+        Training on new rows plus the replay buffer corrects the logits for the buffer's
+        positive-rich class mix (:func:`app.fl.rounds.prior_shift`).
     """
 
     num_rounds: int = 0
@@ -178,6 +186,8 @@ class FLConfig:
     prior_from_data: bool = True
     replay_rows: int = 4000
     silo_prior: bool = True
+    input_clip: float = 5.0
+    prior_shift: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -209,6 +219,7 @@ class FLConfig:
             "round-policy": self.round_policy in ROUND_POLICIES,
             "local-steps": self.local_steps >= 0,
             "replay-rows": self.replay_rows >= 0,
+            "input-clip": self.input_clip >= 0,
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
@@ -277,6 +288,8 @@ class FLConfig:
             pos_weight=self.pos_weight,
             weight_decay=self.weight_decay,
             proximal_mu=proximal_mu,
+            input_clip=self.input_clip,
+            prior_shift=self.prior_shift,
         )
 
 

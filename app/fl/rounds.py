@@ -31,6 +31,7 @@ __all__ = [
     "SiloRoundResult",
     "base_rate",
     "prequential_round",
+    "prior_shift",
     "round_metrics",
     "silo_offsets",
     "standardisation",
@@ -95,6 +96,31 @@ def base_rate(labels: npt.ArrayLike) -> float:
     y = np.asarray(labels).reshape(-1)
     rate = (float((y > 0).sum()) + 0.5) / (y.size + 1.0)
     return float(min(0.5, max(1e-4, rate)))
+
+
+def _log_odds(positives: float, n: float) -> float:
+    rate = (positives + 0.5) / (n + 1.0)
+    return math.log(rate / (1.0 - rate))
+
+
+def prior_shift(train_labels: npt.ArrayLike, seen: tuple[int, int]) -> float:
+    """Logit adjustment of a training set whose class mix is not the stream's.
+
+    The replay buffer keeps a silo's rare positives (up to half of it) but only a sample
+    of its negatives, so the rows a round trains on hold far more positives than the
+    stream: on the synthetic bank 5 % instead of 0.3 %, and the model's base rate crept
+    up round by round. With ``logit(train rate) - logit(stream rate)`` added to its
+    logits in the loss, the model's own logit is fitted at the stream's rate (Bayes'
+    rule for a changed class prior; Menon et al. 2021, "logit adjustment"), while the
+    positives keep their full weight in the gradient. ``seen`` is ``(labelled,
+    positives)`` of the silo's stream so far.
+    """
+    y = np.asarray(train_labels).reshape(-1)
+    known = y[y >= 0]
+    n, p = seen
+    if known.size == 0 or n <= 0:
+        return 0.0
+    return _log_odds(float((known > 0).sum()), float(known.size)) - _log_odds(p, n)
 
 
 def silo_offsets(counts: Mapping[int, tuple[int, int]]) -> dict[int, float]:
@@ -191,11 +217,15 @@ def prequential_round(
     if set_prior and known.any():
         start = with_prior(arrays, base_rate(labels[known]), config)
     tx, ty = x, labels
+    shift = 0.0
     if replay is not None and replay.rows and known.any():
         tx = np.concatenate([x[known], replay.X])
         ty = np.concatenate([labels[known], replay.y])
+        if config.prior_shift:
+            n, p = replay.seen
+            shift = prior_shift(ty, (n + int(known.sum()), p + int((labels > 0).sum())))
     # the FedProx anchor is the model this round starts from (with its prior, if set)
-    result = train(start, tx, ty, config, global_arrays=start, mean=m, std=s)
+    result = train(start, tx, ty, config, global_arrays=start, mean=m, std=s, logit_shift=shift)
     return SiloRoundResult(
         arrays=result.arrays,
         rows=int(x.shape[0]),

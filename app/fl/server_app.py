@@ -44,7 +44,7 @@ from app.fl.whole_run import META_KEY as WHOLE_RUN_META
 from app.fl.whole_run import WholeRun
 from app.kafka.security import PLAINTEXT, read_client_config, use
 from app.model.config import ModelConfig
-from app.model.frame import model_version_for
+from app.model.frame import SILO_OFFSETS_KEY, model_version_for
 from app.model.params import init_arrays, param_names, with_prior
 from app.model.standardize import MomentStats, merge_all
 
@@ -53,6 +53,7 @@ __all__ = [
     "absorb_replies",
     "app",
     "asks_prior",
+    "frame_metrics",
     "initial_arrays",
     "initial_state",
     "offsets_of",
@@ -102,6 +103,20 @@ def offsets_of(cfg: FLConfig, state: ServerState) -> dict[int, float]:
         return {}
     counts = {s: (h.count, h.positives) for s, h in state.whole_run.histograms.items()}
     return silo_offsets(counts)
+
+
+def frame_metrics(cfg: FLConfig, state: ServerState, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a round's model frame carries beside the ``fl.metrics`` document.
+
+    The whole-run histograms (a restarted server continues them) and the silos' base-rate
+    corrections from the counts including this round: exactly those the next round's
+    prequential scores use, so the stream worker's live scores can apply the same.
+    """
+    return {
+        **metrics,
+        WHOLE_RUN_META: state.whole_run.to_meta(),
+        SILO_OFFSETS_KEY: {str(s): v for s, v in offsets_of(cfg, state).items()},
+    }
 
 
 def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> ServerState:
@@ -292,7 +307,7 @@ def _publish(
         config=model_cfg,
         spec_version=spec_version,
         moments=state.moments,
-        metrics={**metrics, WHOLE_RUN_META: state.whole_run.to_meta()},
+        metrics=frame_metrics(cfg, state, metrics),
     )
     publish_round(cfg.bootstrap, cfg.model_name, frame, metrics)
     glob, whole = metrics["global"], metrics["whole_run"]["global"]

@@ -56,6 +56,16 @@ class ModelConfig:
         AdamW decoupled weight decay.
     proximal_mu : float
         FedProx coefficient: adds ``mu / 2 * ||w - w_global||^2`` to the loss.
+    input_clip : float
+        Standardised inputs are clipped to ``[-input_clip, input_clip]`` (0 = off): a raw
+        reading 80 standard deviations out (sensor glitches, one huge amount) would
+        otherwise drive the ReLU layers and the linear path far outside what training
+        saw. Scoring applies the same clip (it travels in the model frame's config).
+    prior_shift : bool
+        Logit adjustment for the class mix of a round's training rows: when the replay
+        buffer over-represents positives, training adds ``logit(train rate) -
+        logit(stream rate)`` to the logits, so the model's own logit keeps the stream's
+        base rate (see :func:`app.fl.rounds.prequential_round`).
     """
 
     n_features: int
@@ -70,6 +80,8 @@ class ModelConfig:
     pos_weight: float = 1.0
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
+    input_clip: float = 0.0
+    prior_shift: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -93,6 +105,8 @@ class ModelConfig:
             raise ValueError(f"pos_weight must be > 0, got {self.pos_weight}")
         if self.weight_decay < 0 or self.proximal_mu < 0:
             raise ValueError("weight_decay and proximal_mu must be >= 0")
+        if not self.input_clip >= 0:  # also refuses NaN
+            raise ValueError(f"input_clip must be >= 0, got {self.input_clip}")
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

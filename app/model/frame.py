@@ -35,11 +35,13 @@ from app.model.config import ModelConfig
 __all__ = [
     "FRAME_VERSION",
     "MAGIC",
+    "SILO_OFFSETS_KEY",
     "ModelFrame",
     "ModelMeta",
     "decode_model",
     "encode_model",
     "model_version_for",
+    "silo_offsets_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,10 @@ FRAME_VERSION = 1
 _HEADER = struct.Struct("<4sHHI")
 _ALIGN = 8
 _ALLOWED_KINDS = frozenset("biuf")
+
+SILO_OFFSETS_KEY = "silo_offsets"
+"""Key in a frame's ``metrics``: ``{silo id: logit correction}`` (``silo-prior``), the
+base-rate corrections the next round's prequential scores use; live scores add them too."""
 
 
 def _align(n: int) -> int:
@@ -104,6 +110,28 @@ class ModelMeta:
     def model_config(self) -> ModelConfig:
         """The :class:`ModelConfig` described by ``config`` (n_features from the meta)."""
         return ModelConfig.from_dict({**self.config, "n_features": self.n_features})
+
+
+def silo_offsets_of(meta: ModelMeta) -> dict[int, float]:
+    """The per-silo logit corrections a frame carries (empty when it carries none).
+
+    Entries that are not a silo id with a finite number are ignored (logged), so a frame
+    from another writer can never make a score NaN.
+    """
+    raw = meta.metrics.get(SILO_OFFSETS_KEY)
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[int, float] = {}
+    for key, value in raw.items():
+        try:
+            silo, offset = int(key), float(value)
+        except (TypeError, ValueError):
+            silo, offset = -1, float("nan")
+        if silo < 0 or not np.isfinite(offset) or isinstance(value, bool):
+            logger.warning("model %s: ignoring silo offset %r: %r", meta.model_version, key, value)
+            continue
+        out[silo] = offset
+    return out
 
 
 @dataclass(frozen=True)

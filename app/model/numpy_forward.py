@@ -9,6 +9,8 @@ logit, sigmoid). Unit tests keep it equal to :func:`app.model.training.predict` 
 
 Standardisation is folded into the first layer once: ``((x - m) / s) @ W0 + b0`` equals
 ``x @ (W0 / s[:, None]) + (b0 - (m / s) @ W0)``, so a row costs one matmul per layer.
+With ``clip`` (the model's ``input_clip``) the standardised row is clipped first, which
+no fold can express: the row is then standardised explicitly.
 The wide & deep model (:mod:`app.model.wide_deep`) is the MLP plus a linear term
 ``z @ w`` on the standardised row: ``wide=w`` adds it, folded the same way.
 """
@@ -41,9 +43,11 @@ class NumpyMLP:
     wide : array_like or None
         Weights ``w`` of a linear term ``z @ w`` on the standardised row ``z``, added to
         the logit (wide & deep); None for the plain MLP.
+    clip : float
+        Clip the standardised row to ``[-clip, clip]`` (0 = off; only with mean/std).
     """
 
-    __slots__ = ("_bias", "_kernels", "_mean", "_std", "_wide", "n_features")
+    __slots__ = ("_bias", "_clip", "_kernels", "_mean", "_std", "_wide", "n_features")
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class NumpyMLP:
         mean: npt.ArrayLike | None = None,
         std: npt.ArrayLike | None = None,
         wide: npt.ArrayLike | None = None,
+        clip: float = 0.0,
     ) -> None:
         if len(arrays) < 2 or len(arrays) % 2:
             raise ValueError(f"expected kernel/bias pairs, got {len(arrays)} arrays")
@@ -74,24 +79,34 @@ class NumpyMLP:
             if m.shape != (self.n_features,) or s.shape != (self.n_features,):
                 raise ValueError(f"mean/std shapes {m.shape}/{s.shape} != ({self.n_features},)")
             self._mean, self._std = m, s
+        self._clip = float(clip) if self._mean is not None and clip > 0 else 0.0
+        if self._mean is not None and self._std is not None and not self._clip:
             w0 = kernels[0]
-            kernels[0] = (w0 / s[:, None]).astype(np.float32)
-            biases[0] = (biases[0] - (m / s) @ w0).astype(np.float32)
+            kernels[0] = (w0 / self._std[:, None]).astype(np.float32)
+            biases[0] = (biases[0] - (self._mean / self._std) @ w0).astype(np.float32)
         self._wide: F32 | None = None
         if wide is not None:
             w = np.asarray(wide, dtype=np.float32).reshape(-1)
             if w.shape != (self.n_features,):
                 raise ValueError(f"wide weights shape {w.shape} != ({self.n_features},)")
-            if self._mean is not None and self._std is not None:
+            if self._mean is not None and self._std is not None and not self._clip:
                 biases[-1] = (biases[-1] - (self._mean / self._std) @ w).astype(np.float32)
                 w = (w / self._std).astype(np.float32)
             self._wide = w
         self._kernels = kernels
         self._bias = biases
 
+    def _input(self, X: npt.ArrayLike) -> F32:
+        """What the first layer takes: the raw row (folded) or the clipped standardised one."""
+        x = np.asarray(X, dtype=np.float32)
+        if self._clip and self._mean is not None and self._std is not None:
+            z: F32 = np.clip((x - self._mean) / self._std, -self._clip, self._clip)
+            return z
+        return x
+
     def logits(self, X: npt.ArrayLike) -> F32:
         """Logits of raw rows ``X`` (shape ``(n, n_features)`` or ``(n_features,)``)."""
-        x = np.asarray(X, dtype=np.float32)
+        x = self._input(X)
         h = x
         last = len(self._kernels) - 1
         for i, (w, b) in enumerate(zip(self._kernels, self._bias, strict=True)):
@@ -109,9 +124,9 @@ class NumpyMLP:
         out: F32 = (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
         return out
 
-    def score(self, row: npt.ArrayLike) -> float:
-        """Probability of one raw row (a Python float)."""
-        z = float(self.logits(row))
+    def score(self, row: npt.ArrayLike, offset: float = 0.0) -> float:
+        """Probability of one raw row (a Python float); ``offset`` is added to its logit."""
+        z = float(self.logits(row)) + offset
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
@@ -120,9 +135,10 @@ class NumpyMLP:
     def gradient_x_input(self, row: npt.ArrayLike) -> F32:
         """``z * d logit / d z`` for the standardised row ``z`` (as ``explain`` computes it).
 
-        Without standardisation ``z`` is the raw row.
+        Without standardisation ``z`` is the raw row; with ``clip`` it is the clipped
+        standardised row (the gradient taken with respect to it, as ``explain`` does).
         """
-        x = np.asarray(row, dtype=np.float32).reshape(-1)
+        x = self._input(np.asarray(row, dtype=np.float32).reshape(-1))
         # Forward with the folded first layer, remembering the ReLU masks.
         masks: list[npt.NDArray[np.bool_]] = []
         h = x
@@ -140,6 +156,9 @@ class NumpyMLP:
             g = self._kernels[i] @ g
         if self._wide is not None:
             g = g + self._wide
+        if self._clip:  # x is already the clipped standardised row, g its gradient
+            clipped: F32 = (x * g).astype(np.float32)
+            return clipped
         if self._mean is not None and self._std is not None:
             z = (x - self._mean) / self._std
             grad_z = g * self._std  # d/dz = d/dx * dx/dz, x = z * s + m

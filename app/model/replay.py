@@ -44,6 +44,9 @@ class ReplayBuffer:
         Most rows kept.
     positive_share : float
         Largest share of ``capacity`` positives may take.
+    positives_seen : int
+        Positives offered so far (with ``negatives_seen``: the silo's stream base rate,
+        which the buffer's own mix over-states).
     """
 
     X: F32
@@ -51,6 +54,7 @@ class ReplayBuffer:
     negatives_seen: int
     capacity: int
     positive_share: float = 0.5
+    positives_seen: int = 0
 
     def __post_init__(self) -> None:
         if self.capacity < 0 or not 0.0 < self.positive_share <= 1.0:
@@ -74,6 +78,11 @@ class ReplayBuffer:
         """Rows held."""
         return int(self.y.shape[0])
 
+    @property
+    def seen(self) -> tuple[int, int]:
+        """``(labelled, positives)`` offered so far."""
+        return self.negatives_seen + self.positives_seen, self.positives_seen
+
     def add(self, X: npt.ArrayLike, y: npt.ArrayLike, seed: int = 0) -> ReplayBuffer:
         """The buffer after seeing the labelled rows ``X``/``y`` (unknown labels < 0 ignored).
 
@@ -94,7 +103,8 @@ class ReplayBuffer:
         nx, seen = self._reservoir(self.X[~is_pos], x[~new_pos], self.capacity - len(px), seed)
         rows = np.concatenate([px, nx]).astype(np.float32)
         labels = np.concatenate([np.ones(len(px), np.float32), np.zeros(len(nx), np.float32)])
-        return ReplayBuffer(rows, labels, seen, self.capacity, self.positive_share)
+        positives = self.positives_seen + int(new_pos.sum())
+        return ReplayBuffer(rows, labels, seen, self.capacity, self.positive_share, positives)
 
     def _reservoir(self, kept: F32, new: F32, cap: int, seed: int) -> tuple[F32, int]:
         """Algorithm R over the negatives: every negative seen is kept with equal chance."""
@@ -120,7 +130,9 @@ class ReplayBuffer:
         return {
             "X": self.X,
             "y": self.y,
-            "meta": np.array([self.negatives_seen, self.capacity], dtype=np.int64),
+            "meta": np.array(
+                [self.negatives_seen, self.capacity, self.positives_seen], dtype=np.int64
+            ),
         }
 
     @classmethod
@@ -131,10 +143,13 @@ class ReplayBuffer:
         try:
             X = np.asarray(arrays["X"], np.float32)
             y = np.asarray(arrays["y"], np.float32)
-            seen, cap = (int(v) for v in np.asarray(arrays["meta"]).reshape(-1)[:2])
+            meta = [int(v) for v in np.asarray(arrays["meta"]).reshape(-1)]
+            seen, cap = meta[:2]
+            # a buffer saved before positives were counted: those it holds is the best guess
+            positives = meta[2] if len(meta) > 2 else int((y > 0).sum())
         except (KeyError, ValueError, TypeError):
             return cls.empty(n_features, capacity)
         if X.ndim != 2 or X.shape[1] != n_features or cap != capacity or y.shape != (len(X),):
             logger.info("replay buffer dropped: width or capacity changed")
             return cls.empty(n_features, capacity)
-        return cls(X, y, seen, capacity)
+        return cls(X, y, seen, capacity, positives_seen=positives)

@@ -28,13 +28,17 @@ F32 = npt.NDArray[np.float32]
 
 
 class Scorer(Protocol):
-    """What the stream needs of a model: probabilities and explanations of raw rows."""
+    """What the stream needs of a model: probabilities and explanations of raw rows.
+
+    ``score``'s ``offset`` is added to the logit: a silo's base-rate correction
+    (:func:`app.model.frame.silo_offsets_of`).
+    """
 
     n_features: int
 
     def predict(self, X: npt.ArrayLike) -> F32: ...
 
-    def score(self, row: npt.ArrayLike) -> float: ...
+    def score(self, row: npt.ArrayLike, offset: float = 0.0) -> float: ...
 
     def explain(
         self, row: npt.ArrayLike, columns: Sequence[str], top_k: int = 5
@@ -72,16 +76,16 @@ class JaxScorer:
         self._mean = None if mean is None else np.asarray(mean, dtype=np.float32)
         self._std = None if std is None else np.asarray(std, dtype=np.float32)
 
-    def predict(self, X: npt.ArrayLike) -> F32:
+    def predict(self, X: npt.ArrayLike, offset: float = 0.0) -> F32:
         """Probabilities of the positive class for raw rows ``X`` (shape ``(n,)``)."""
         from app.model.training import predict
 
         rows = np.atleast_2d(np.asarray(X, dtype=np.float32))
-        return predict(self._arrays, rows, self.config, self._mean, self._std)
+        return predict(self._arrays, rows, self.config, self._mean, self._std, offset=offset)
 
-    def score(self, row: npt.ArrayLike) -> float:
-        """Probability of one raw row (a Python float)."""
-        return float(self.predict(np.asarray(row, dtype=np.float32).reshape(1, -1))[0])
+    def score(self, row: npt.ArrayLike, offset: float = 0.0) -> float:
+        """Probability of one raw row (a Python float); ``offset`` is added to its logit."""
+        return float(self.predict(np.asarray(row, dtype=np.float32).reshape(1, -1), offset)[0])
 
     def explain(
         self, row: npt.ArrayLike, columns: Sequence[str], top_k: int = 5
@@ -111,12 +115,14 @@ def scorer_for(
         If the arrays do not fit the architecture or the module is unknown.
     """
     if config.module == "mlp":
-        return NumpyMLP(arrays, mean, std)  # validates the layers itself
+        return NumpyMLP(arrays, mean, std, clip=config.input_clip)  # validates the layers
     if config.module == "wide-deep":  # [linear.kernel, MLP arrays...] (app.model.wide_deep)
         kernel = np.asarray(arrays[0], dtype=np.float32) if arrays else np.zeros((0, 0))
         if kernel.ndim != 2 or kernel.shape[1] != 1:
             raise ValueError(f"wide-deep: linear kernel shape {kernel.shape} != (n, 1)")
-        return NumpyMLP(arrays[1:], mean, std, wide=WIDE_SCALE * kernel[:, 0])
+        return NumpyMLP(
+            arrays[1:], mean, std, wide=WIDE_SCALE * kernel[:, 0], clip=config.input_clip
+        )
     from app.model.modules import module_class
 
     module_class(config.module, import_code=import_code)  # fails before any import

@@ -81,6 +81,8 @@ def prepare_rows(
         raise ValueError("pass both mean and std, or neither")
     if mean is not None and std is not None:
         x = standardize(x, mean, std)
+        if config.input_clip > 0:
+            x = np.clip(x, -config.input_clip, config.input_clip)
     return np.ascontiguousarray(x)
 
 
@@ -104,8 +106,9 @@ def _trainer(
         xb: jax.Array,
         yb: jax.Array,
         wb: jax.Array,
+        shift: jax.Array,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        per_example = weighted_bce(layout.logits(params, xb), yb, pos_weight)
+        per_example = weighted_bce(layout.logits(params, xb) + shift, yb, pos_weight)
         wsum = jnp.sum(wb)
         data_loss = jnp.sum(wb * per_example) / jnp.maximum(wsum, 1.0)
         total = data_loss
@@ -116,15 +119,16 @@ def _trainer(
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
+    Carry = tuple[list[jax.Array], Any, list[jax.Array], jax.Array]
+
     def step(
-        carry: tuple[list[jax.Array], Any, list[jax.Array]],
-        batch: tuple[jax.Array, jax.Array, jax.Array],
-    ) -> tuple[tuple[list[jax.Array], Any, list[jax.Array]], tuple[jax.Array, jax.Array]]:
-        params, opt_state, gparams = carry
-        grads, (data_loss, wsum) = grad_fn(params, gparams, *batch)
+        carry: Carry, batch: tuple[jax.Array, jax.Array, jax.Array]
+    ) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
+        params, opt_state, gparams, shift = carry
+        grads, (data_loss, wsum) = grad_fn(params, gparams, *batch, shift)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return (params, opt_state, gparams), (data_loss * wsum, wsum)
+        return (params, opt_state, gparams, shift), (data_loss * wsum, wsum)
 
     @jax.jit
     def run_chunk(
@@ -134,9 +138,10 @@ def _trainer(
         xs: jax.Array,
         ys: jax.Array,
         ws: jax.Array,
+        shift: jax.Array,
     ) -> tuple[list[jax.Array], Any, jax.Array, jax.Array]:
-        (params, opt_state, _), (losses, weights) = jax.lax.scan(
-            step, (params, opt_state, gparams), (xs, ys, ws)
+        (params, opt_state, _, _), (losses, weights) = jax.lax.scan(
+            step, (params, opt_state, gparams, shift), (xs, ys, ws)
         )
         return params, opt_state, jnp.sum(losses), jnp.sum(weights)
 
@@ -162,6 +167,7 @@ def train(
     global_arrays: Sequence[np.ndarray] | None = None,
     mean: npt.ArrayLike | None = None,
     std: npt.ArrayLike | None = None,
+    logit_shift: float = 0.0,
 ) -> TrainResult:
     """Train locally from ``arrays`` on rows ``X`` with labels ``y``.
 
@@ -179,6 +185,10 @@ def train(
         Anchor of the FedProx term (default: ``arrays``); used only if ``proximal_mu > 0``.
     mean, std : array_like, optional
         Global standardisation applied to ``X`` before training.
+    logit_shift : float
+        Added to every logit in the loss only (logit adjustment): training rows whose
+        class mix differs from the stream's by ``logit(train rate) - logit(stream rate)``
+        then leave the model's own logit at the stream's base rate.
 
     Returns
     -------
@@ -225,6 +235,7 @@ def train(
     plan = _chunks(n_batches)
     w_chunks = [jnp.asarray(wpad.reshape(n_batches, bsz)[s : s + k]) for s, k in plan]
     rng = np.random.default_rng(config.seed)
+    shift = jnp.asarray(logit_shift, jnp.float32)
     loss_sum: jax.Array = jnp.zeros((), jnp.float32)
     weight_sum: jax.Array = jnp.zeros((), jnp.float32)
     for _epoch in range(epochs):
@@ -239,7 +250,7 @@ def train(
         ys = ypad.reshape(n_batches, bsz)
         for (s, k), wc in zip(plan, w_chunks, strict=True):
             params, opt_state, ls, wsum = run_chunk(
-                params, opt_state, gparams, xs[s : s + k], ys[s : s + k], wc
+                params, opt_state, gparams, xs[s : s + k], ys[s : s + k], wc, shift
             )
             loss_sum = loss_sum + ls
             weight_sum = weight_sum + wsum

@@ -172,7 +172,7 @@ class StreamLoop:
         self.model = live
         self.counters.model_swaps += 1
         logger.info("scoring with model %s (round %d)", live.version, live.round)
-        return self.processor.set_model(live.scorer.score, live.version, live.round, now_ms)
+        return self.processor.set_model(live.score, live.version, live.round, now_ms)
 
     # -- enrichment ---------------------------------------------------------------------
     def _send(self, topic: str, key: bytes | None, value: bytes, fast: bool = False) -> None:
@@ -336,7 +336,7 @@ class StreamLoop:
         model = self.model
         if model is not None and latest is not None:
             risk = RiskFacts(
-                score=model.scorer.score(latest.row),
+                score=model.score(latest.row, latest.silo),
                 top_features=model.scorer.explain(latest.row, self.columns, 5),
                 model_round=model.round,
                 model_version=model.version,

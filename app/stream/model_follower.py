@@ -20,13 +20,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from app.kafka.clients import make_consumer
-from app.model.frame import decode_model
+from app.model.frame import decode_model, silo_offsets_of
 from app.model.scoring import Scorer, frame_scorer
 
 __all__ = ["LiveModel", "ModelFollower", "load_live_model"]
@@ -46,6 +46,14 @@ class LiveModel:
     received_ms: int
     scorer: Scorer
     metrics: dict[str, Any]
+    silo_offsets: dict[int, float] = field(default_factory=dict)
+    """Per-silo logit corrections (``silo-prior``): a row of silo ``s`` scores with
+    ``offset[s]`` added, as that silo's prequential scores in ``fl.metrics`` do."""
+
+    def score(self, row: Any, silo: int | None) -> float:
+        """The live score of a row of ``silo`` (its base-rate correction applied)."""
+        offset = self.silo_offsets.get(silo, 0.0) if silo is not None else 0.0
+        return self.scorer.score(row, offset)
 
 
 def load_live_model(
@@ -73,6 +81,7 @@ def load_live_model(
         int(time.time() * 1000) if received_ms is None else received_ms,
         scorer,
         metrics,
+        silo_offsets_of(meta),
     )
 
 

@@ -61,8 +61,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Scorer = Callable[[np.ndarray], float]
-"""Risk score of one feature row (the current global model)."""
+Scorer = Callable[[np.ndarray, int], float]
+"""Risk score of one feature row of a silo (the current global model with that silo's
+base-rate correction, :meth:`app.stream.model_follower.LiveModel.score`)."""
 
 StreamRecord = tuple[bytes | None, bytes, int, int]
 """``(key, value, partition, offset)`` of a stream record."""
@@ -235,7 +236,7 @@ class StreamProcessor:
             per_silo = counters.per_silo_rows
             for i, silo in enumerate(out.silos.tolist()):
                 row = x[i]
-                score = scorer(row) if scorer is not None else None
+                score = scorer(row, silo) if scorer is not None else None
                 scores.append(score)
                 frame = batchers[silo].add(row, y[i], score, ts[i], now_ms)
                 if frame is not None:
