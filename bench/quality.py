@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # flwr and JAX load when the bench runs, not with `fedstream 
     from app.fl.simulate import RunResult
     from bench.quality_streams import Stream
 
-__all__ = ["bench_quality_command", "river_prequential", "run_stream"]
+__all__ = ["bench_quality_command", "river_prequential", "run_stream", "segment_aucs"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,11 @@ def _figures(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def summarise(result: RunResult) -> dict[str, Any]:
-    """Whole-run global and per-silo figures: exact and published (mergeable)."""
+def summarise(result: RunResult, stream: Stream | None = None) -> dict[str, Any]:
+    """Whole-run global and per-silo figures: exact and published (mergeable).
+
+    With ``stream``, also the exact ROC AUC per event-time segment (``segments``).
+    """
     s, y = result.all_arrays()
     pub = result.published_global()
     out: dict[str, Any] = {
@@ -76,7 +79,39 @@ def summarise(result: RunResult) -> dict[str, Any]:
             "published_roc_auc": _r(h.roc_auc()),
             "rows": int(sy.size),
         }
+    if stream is not None:
+        out["segments"] = segment_aucs(s, y, _orders(result, stream))
     return out
+
+
+SEGMENTS = 4
+"""The whole run's labelled rows cut into this many equal parts in event-time order."""
+
+
+def segment_aucs(scores: np.ndarray, labels: np.ndarray, order: np.ndarray) -> list[float | None]:
+    """Exact ROC AUC of each event-time segment: where in the run a learner gains or loses."""
+    idx = np.argsort(order, kind="stable")
+    s, y = scores[idx], labels[idx]
+    out: list[float | None] = []
+    for part in range(SEGMENTS):
+        a, b = part * y.size // SEGMENTS, (part + 1) * y.size // SEGMENTS
+        out.append(_r(exact_roc_auc(s[a:b], y[a:b])) if 0 < y[a:b].sum() < b - a else None)
+    return out
+
+
+def _orders(result: RunResult, stream: Stream) -> np.ndarray:
+    """Stream positions of a run's labelled rows, in the order of ``all_arrays``.
+
+    Every silo's rounds read its rows in order from the first, so its scored rows are
+    the labelled ones among its first ``n`` rows.
+    """
+    parts = []
+    for silo in sorted(result.scores):
+        y = stream.silos[silo].y
+        n = int(sum(len(p) for p in result.labels[silo]))
+        labelled = np.flatnonzero(y >= 0)[:n]
+        parts.append(stream.silos[silo].order[labelled])
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def river_prequential(stream: Stream) -> dict[str, Any]:
@@ -87,7 +122,8 @@ def river_prequential(stream: Stream) -> dict[str, Any]:
     X = np.concatenate([s.X for s in stream.silos])
     y = np.concatenate([s.y for s in stream.silos])
     order = np.argsort(np.concatenate([s.order for s in stream.silos]), kind="stable")
-    scores, labels = [], []
+    positions = np.concatenate([s.order for s in stream.silos])
+    scores, labels, seen = [], [], []
     names = list(range(X.shape[1]))
     for i in order:
         if y[i] < 0:
@@ -95,8 +131,10 @@ def river_prequential(stream: Stream) -> dict[str, Any]:
         x = dict(zip(names, X[i].tolist(), strict=True))
         scores.append(model.predict_proba_one(x).get(True, 0.0))
         labels.append(int(y[i]))
+        seen.append(positions[i])
         model.learn_one(x, bool(y[i] > 0))
-    return _figures(np.asarray(scores), np.asarray(labels))
+    s, lab = np.asarray(scores), np.asarray(labels)
+    return {**_figures(s, lab), "segments": segment_aucs(s, lab, np.asarray(seen))}
 
 
 def run_stream(
@@ -122,9 +160,9 @@ def run_stream(
         "rounds": len(plan),
         "silos_per_round_mean": round(float(np.mean(sizes)), 2) if sizes else 0,
         "single_silo_rounds": int(sum(1 for n in sizes if n == 1)),
-        "federated": summarise(fed),
-        "centralised": summarise(cen),
-        "local_only": summarise(loc),
+        "federated": summarise(fed, stream),
+        "centralised": summarise(cen, stream),
+        "local_only": summarise(loc, stream),
         "federated_seconds": round(t_fed, 1),
     }
     if river:
@@ -150,6 +188,13 @@ def _print_table(result: dict[str, Any]) -> None:
             f.get("published_pr_auc"),
         ]
         typer.echo(f"{name:>12} " + " ".join(f"{'-' if c is None else c:>8}" for c in cells))
+    typer.echo(f"{'':>12} ROC AUC per quarter of the run (event time)")
+    for name in ("federated", "centralised", "local_only", "river"):
+        f = result.get(name)
+        if f is not None and "segments" in f:
+            typer.echo(
+                f"{name:>12} " + " ".join(f"{'-' if c is None else c:>8}" for c in f["segments"])
+            )
     for name in ("federated", "centralised", "local_only"):
         silos = result[name]["silos"]
         typer.echo(

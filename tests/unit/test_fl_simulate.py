@@ -60,3 +60,28 @@ def test_in_process_rounds_score_the_same_rows() -> None:
         assert abs(run.published_global().roc_auc() - exact) < 0.002
         assert exact > 0.8  # the signal is learnt
     assert runs[0].rounds[0]["silos"] == [0, 1]
+
+
+def test_bench_segments_follow_event_time() -> None:
+    # Prepare: two silos interleaved unevenly, some labels unknown
+    from bench.quality import _orders, segment_aucs, summarise
+    from bench.quality_streams import Stream
+
+    streams = _streams([1.0, 3.0], 4_000, seed=2)
+    streams[1].y[::7] = -1.0
+    stream = Stream("t", streams, 4, "test")
+    cfg = FLConfig(n_features=4, lr=0.01)
+    run = run_centralised(streams, plan_rounds(streams, RoundPolicy(round_rows=400)), cfg, 4)
+
+    # Execute
+    scores, labels = run.all_arrays()
+    order = _orders(run, stream)
+    summary = summarise(run, stream)
+
+    # Assert: each scored label sits at its row's place in the stream
+    y_all = np.concatenate([s.y for s in streams])[
+        np.argsort(np.concatenate([s.order for s in streams]))
+    ]
+    assert np.array_equal(labels[np.argsort(order, kind="stable")], y_all[y_all >= 0])
+    assert summary["segments"] == segment_aucs(scores, labels, order)
+    assert len(summary["segments"]) == 4 and all(v is not None for v in summary["segments"])
