@@ -64,7 +64,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "replay-rows": 4000,
     "silo-prior": True,
     "input-clip": 5.0,
-    "prior-shift": True,
+    "prior-shift": False,
 }
 
 
@@ -147,7 +147,9 @@ class FLConfig:
         scoring (0 = off; see :class:`app.model.config.ModelConfig`).
     prior_shift : bool
         Training on new rows plus the replay buffer corrects the logits for the buffer's
-        positive-rich class mix (:func:`app.fl.rounds.prior_shift`).
+        positive-rich class mix (:func:`app.fl.rounds.prior_shift`). Off by default: it
+        calibrates the scores (synthetic bank: mean score 1.7x the base rate instead of
+        5.4x, log loss 0.0163 instead of 0.0213) but cost PR AUC there (0.216 vs 0.262).
     """
 
     num_rounds: int = 0
@@ -187,7 +189,7 @@ class FLConfig:
     replay_rows: int = 4000
     silo_prior: bool = True
     input_clip: float = 5.0
-    prior_shift: bool = True
+    prior_shift: bool = False
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

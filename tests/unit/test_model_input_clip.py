@@ -85,12 +85,12 @@ def test_numpy_scorer_equals_jax_with_the_clip(module: str) -> None:
     assert not np.allclose(unclipped, reference[::50], atol=1e-3)
 
 
-def test_defaults_clip_and_adjust_and_can_switch_both_off() -> None:
+def test_defaults_clip_without_adjusting_and_both_can_be_switched() -> None:
     cfg = FLConfig.from_run_config({"n-features": 6})
     assert DEFAULTS["input-clip"] == 5.0 and cfg.model_config(6).input_clip == 5.0
-    assert cfg.model_config(6).prior_shift is True
-    off = FLConfig.from_run_config({"n-features": 6, "input-clip": 0, "prior-shift": "false"})
-    assert off.model_config(6).input_clip == 0.0 and off.model_config(6).prior_shift is False
+    assert cfg.model_config(6).prior_shift is False
+    other = FLConfig.from_run_config({"n-features": 6, "input-clip": 0, "prior-shift": "true"})
+    assert other.model_config(6).input_clip == 0.0 and other.model_config(6).prior_shift is True
 
 
 def test_prior_shift_is_the_log_odds_gap_between_training_mix_and_stream() -> None:
