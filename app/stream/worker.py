@@ -54,6 +54,7 @@ from app.stream.loop_lag import LoopLag
 from app.stream.offsets import WorkerFaustApp
 from app.stream.periodic import every
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
+from app.stream.producer_flush import install_full_flush
 from app.stream.repartition import Repartitioner
 from app.stream.task_dump import install_task_dump
 from topics import FEATURE_SPECS, WORKER_APP_ID, catalogue, dlq, namespaced, silo_batches
@@ -148,6 +149,8 @@ def _faust_app(settings: Settings, store: str, data_dir: Path) -> faust.App:
     # Faust stalls every stream (0.1 s waits) once more than 100 records wait in its producer
     # buffer; the per-commit write-behind queues one record per changed key at once.
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    # Faust's flush gave up on a record slower than 0.1 s and committed without it
+    install_full_flush(app.producer.buffer)  # (app.stream.producer_flush)
     return app
 
 
@@ -241,11 +244,15 @@ def create_worker_app(
     flush_everything = committer.flush_everything
     processed_positions = committer.processed_positions
 
-    @every(app, COMMIT_INTERVAL_S)  # the interval between commits (app.stream.periodic)
+    pace = committer.pace  # commit every interval or COMMIT_EVERY_EVENTS (app.stream.commit_pace)
+
+    @app.task  # type: ignore[untyped-decorator]
     async def commit() -> None:
-        t0 = time.perf_counter()
-        await committer.commit_in_steps()  # holds the inputs until the offsets are picked
-        handle.metrics.committed(time.perf_counter() - t0)
+        while True:
+            await pace.wait_due(COMMIT_INTERVAL_S)
+            t0 = time.perf_counter()
+            await committer.commit_in_steps()  # holds the inputs until the offsets are picked
+            handle.metrics.committed(time.perf_counter() - t0)
 
     app.sensors.add(CommitSensor(flush_everything))
 
@@ -333,12 +340,15 @@ def create_worker_app(
                     mine.append(event)
             if table_stream is not None and mine:
                 await hold_for_table(mine)
+            # at most COMMIT_CAP_EVENTS past the last confirmed commit (not while rebalancing)
+            await pace.wait_room(len(taken), lambda: bool(app.rebalancing))
             if not handle.inputs_open.is_set():
                 await handle.inputs_open.wait()  # a commit is under way
             for event in taken:
                 handle.last_event[(stream_topic, event.message.partition)] = event
             if mine:
                 run_batch(mine)
+            pace.add(len(taken))
 
     @every(app, 0.2)
     async def flush_due_batches() -> None:
@@ -379,7 +389,8 @@ def create_worker_app(
             "rows per silo %s; %s; %s; %s; %s",
             processor.pipeline.name, c.customers, c.transactions, c.invalid, c.replayed,
             c.frames, c.per_silo_rows, handle.commit_ms.take_summary(),
-            handle.commit_watch.take_summary(), gc_pauses.take_summary(),
+            f"{handle.commit_watch.take_summary()}, {pace.take_summary()}, "
+            f"stalled commits {committer.stalls}", gc_pauses.take_summary(),
             handle.loop_lag.take_summary(),
         )  # fmt: skip
 
@@ -390,6 +401,7 @@ def create_worker_app(
         # before the partitions move, or their next owner recovers state without it.
         await app.producer.flush()
         handle.commit_watch.reset(processed_positions())
+        pace.reset()
         processor.forget({tp.partition for tp in revoked if tp.topic == stream_name})
         if table_name is not None:
             gate.forget({tp.partition for tp in revoked if tp.topic == table_name})

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from app.kafka.clients import make_consumer
+from app.stream.commit import COMMIT_CAP_EVENTS
 from app.stream.harness import (
     WorkerProcess,
     end_offsets,
@@ -36,8 +37,9 @@ from tests.integration.test_stream_worker import synthetic_phases
 from topics import CUSTOMERS, TRANSACTIONS, namespaced
 
 ARGS = ("--batch-ms", "300")
-DUPLICATE_BOUND = 10_000
-"""Rows a SIGKILL may repeat: those of one commit interval (1 s or 10,000 events)."""
+DUPLICATE_BOUND = COMMIT_CAP_EVENTS
+"""Rows a SIGKILL may repeat: the events processed past the last confirmed commit (the
+worker commits every 1 s or 400 events and its inputs wait at this cap)."""
 
 
 def committed_total(bootstrap: str, group: str, topic: str) -> int:
@@ -62,7 +64,9 @@ def test_restart_mid_stream_matches_reference(
     want, ref = reference_rows([customers, txns], spec)
     n_valid = sum(len(rows) for rows in ref.rows.values())
     inputs = [namespaced(CUSTOMERS, ns), namespaced(TRANSACTIONS, ns)]
-    worker = WorkerProcess(kafka_bootstrap, ns, tmp_path, len(SILOS), args=ARGS).start()
+    worker = WorkerProcess(
+        kafka_bootstrap, ns, tmp_path, len(SILOS), args=ARGS, log_level="INFO"
+    ).start()
 
     # Execute: profiles, then a backlog of transactions; stop once a third is committed
     t0 = time.monotonic()
