@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from app.fl.kafka_io import silo_group
-from app.fl.processes import FLDeployment, fl_env, runtime_command, supernode_command
+from app.fl.launch import fl_env, runtime_command, supernode_command
+from app.fl.local_state import FLDeployment
 from app.kafka.principals import ADMIN, silo_principal
 from app.kafka.provision import provision
 from app.kafka.security import read_client_config

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.fl.cli import status_lines
 from app.fl.rounds import SiloEvaluation
+from app.fl.status_text import status_lines
 from app.fl.whole_run import WholeRun
 from app.model.metrics import ScoreHistogram
 
