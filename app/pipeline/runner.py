@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 Record = tuple[str, bytes | None, bytes]
 """``(topic, key, value)``."""
 
+_MAX_CACHED_VERSIONS = 100_000
+"""Joined customer versions whose column values the runner keeps (then starts afresh)."""
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
@@ -120,6 +123,7 @@ class PipelineRunner:
         self._compiled = [compile_plan(s.plan) for s in self.rows_stream.steps_of(WindowStep)]
         src = self.rows_stream.source
         self._reader = RecordReader(src.schema, src.key, src.time, src.attrs)
+        self._version_values: dict[int, tuple[Any, dict[str, Any]]] = {}
 
     @property
     def window_steps(self) -> list[WindowStep]:
@@ -288,9 +292,21 @@ class PipelineRunner:
         out = {f"{prefix}missing": missing}
         if table.schema == "customer":
             default = customer_values(DEFAULT_PROFILE, table.attrs)
-            rows = [default if v is None else customer_values(v, table.attrs) for v in found]
-            for name in default:
-                col = column([r[name] for r in rows])
+            values = self._version_values
+            if len(values) > _MAX_CACHED_VERSIONS:
+                values.clear()
+            rows = []
+            for v in found:  # a version's values are built once (versions never change)
+                if v is None:
+                    rows.append(default)
+                    continue
+                hit = values.get(id(v))
+                if hit is None or hit[0] is not v:
+                    hit = values[id(v)] = (v, customer_values(v, table.attrs))
+                rows.append(hit[1])
+            for name, first in default.items():  # text fields stay objects, numbers float
+                dtype = object if isinstance(first, str) else np.float64
+                col = np.array([r[name] for r in rows], dtype=dtype)
                 if name == "silo":
                     col = np.where(missing == 1.0, np.nan, col)
                 out[prefix + name] = col
