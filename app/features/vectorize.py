@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +35,6 @@ __all__ = [
     "DEFAULT_PROFILE",
     "FIRST_TXN_GAP_S",
     "JoinResult",
-    "aggregates_dict",
     "build_row",
     "join_transaction",
     "label_of",
@@ -162,29 +160,6 @@ def label_of(txn: Transaction) -> float:
     """Training label: 1.0 fraud, 0.0 genuine, -1.0 unknown."""
     label = txn.label
     return -1.0 if label is None else float(label)
-
-
-def aggregates_dict(window: WindowFeatures) -> dict[str, Any]:
-    """JSON-ready key aggregates (the ``aggregates`` object of ``features.enriched``)."""
-    w = window
-    return {
-        "short_count": w.short_count,
-        "short_sum": w.short_sum,
-        "short_mean": w.short_mean,
-        "short_max": w.short_max,
-        "short_distinct_merchants": w.short_distinct_merchants,
-        "short_distinct_countries": w.short_distinct_countries,
-        "long_count": w.long_count,
-        "long_sum": w.long_sum,
-        "long_mean": w.long_mean,
-        "long_max": w.long_max,
-        "long_distinct_merchants": w.long_distinct_merchants,
-        "long_distinct_countries": w.long_distinct_countries,
-        "seconds_since_prev": w.seconds_since_prev,
-        "customer_mean": w.customer_mean,
-        "seen_merchant": w.seen_merchant,
-        "seen_country": w.seen_country,
-    }
 
 
 @dataclass(frozen=True, slots=True)

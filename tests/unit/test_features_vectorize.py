@@ -12,7 +12,6 @@ from app.features.spec import BASE_COLUMNS, FeatureSpec
 from app.features.vectorize import (
     DEFAULT_PROFILE,
     FIRST_TXN_GAP_S,
-    aggregates_dict,
     build_row,
     join_transaction,
     label_of,
@@ -165,20 +164,9 @@ def test_rows_are_finite_and_bounded_for_extreme_inputs() -> None:
         assert np.abs(row).max() < 25.0
 
 
-def test_label_of_and_aggregates_dict() -> None:
-    # Prepare
-    spec = FeatureSpec()
-    window = snapshot(CustomerWindows(), 0.0, spec.windows)
-
+def test_label_of() -> None:
     # Execute
-    aggregates = aggregates_dict(window)
+    labels = [label_of(Transaction("t", "c", 0.0, 1.0, label=v)) for v in (1, 0, None)]
 
     # Assert
-    assert [label_of(Transaction("t", "c", 0.0, 1.0, label=v)) for v in (1, 0, None)] == [
-        1.0,
-        0.0,
-        -1.0,
-    ]
-    assert aggregates["short_count"] == 0 and aggregates["seconds_since_prev"] is None
-    assert aggregates["seen_merchant"] is False
-    assert len(aggregates) == 16
+    assert labels == [1.0, 0.0, -1.0]
