@@ -1,8 +1,10 @@
 """Transaction + profile + window aggregates -> one float32 feature row.
 
-This is the only definition of the features: the stream worker, the reference pipeline,
-the chatbot and the centralised baseline all call :func:`join_transaction` /
-:func:`build_row`. Column order and names are :attr:`FeatureSpec.columns`.
+The native definition of the fraud features, kept as the independent reference: the
+offline reference (:mod:`app.features.reference`) calls :func:`join_transaction` /
+:func:`build_row`, and the worker's built-in pipeline (``app/pipelines/fraud.py``, the
+pipeline API) is tested to give exactly these rows (``tests/unit/test_pipeline_fraud.py``).
+Column order and names are :attr:`FeatureSpec.columns`.
 
 Missing profile
 ---------------
