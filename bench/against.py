@@ -7,7 +7,8 @@ reference; ...) so that neither always runs on the quieter half of a drifting lo
 
 Two figures per leg: the wall-clock rate (``worker_events_per_s``: what a user sees, but on
 a shared box mostly a measure of the others' load) and the worker's own CPU time per event
-(``worker_cpu_us_per_event``, :mod:`bench.cpu`: what the worker costs). The summary gives
+(``worker_cpu_us_per_event``, :mod:`bench.cpu`: what the worker costs; also of its main
+thread alone, which bounds the rate when the box is busy). The summary gives
 each one's ratio of medians (``vs_reference``, ``cpu_vs_reference``: above 1 means this
 worker is faster / cheaper), the median of the per-pair ratios, and the spread (max/min
 of one worker's legs) that says how far to trust them.
@@ -73,6 +74,9 @@ def summarize_legs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     paired_rate = [_ratio(t["worker_events_per_s"], r["worker_events_per_s"]) for r, t in pairs]
     paired_cpu = [_ratio(r.get("worker_cpu_us_per_event"), t.get("worker_cpu_us_per_event"))
                   for r, t in pairs]  # fmt: skip
+    main = {k: [float(c) for r in v if (c := r.get("worker_main_thread_cpu_us_per_event"))]
+            for k, v in runs.items()}  # fmt: skip
+    main_med = {k: statistics.median(v) if v else None for k, v in main.items()}
     return {
         "reference_events_per_s": [round(x) for x in rate["reference"]],
         "this_events_per_s": [round(x) for x in rate["this"]],
@@ -82,6 +86,9 @@ def summarize_legs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "this_cpu_us_per_event": cpu["this"],
         "cpu_vs_reference": _ratio(cpu_med["reference"], cpu_med["this"]),
         "paired_cpu_vs_reference": [x for x in paired_cpu if x is not None],
+        "reference_main_thread_cpu_us_per_event": main["reference"],
+        "this_main_thread_cpu_us_per_event": main["this"],
+        "main_thread_cpu_vs_reference": _ratio(main_med["reference"], main_med["this"]),
         "spread": {
             k: {"events_per_s": _spread(rate[k]), "cpu_us_per_event": _spread(cpu[k])}
             for k in WORKERS

@@ -5,7 +5,9 @@ load as about the worker; the CPU seconds the worker itself spent per event do n
 depend (much) on how long it waited for a core. :class:`CpuSampler` reads the process's
 ``utime + stime`` (all its threads) every ``interval_s`` in a background thread;
 :meth:`CpuSampler.between` interpolates the CPU seconds spent between two wall times
-(e.g. the first and the last frame the worker produced).
+(e.g. the first and the last frame the worker produced), of the whole process or of its
+main thread alone (the event loop, where a Faust worker's Python work runs: under a
+shared box's load its share of a core, divided by its CPU per event, is the rate).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ logger = logging.getLogger(__name__)
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` (all threads), None when it is gone."""
+def process_cpu_s(pid: int, tid: int | None = None) -> float | None:
+    """User + system CPU seconds of ``pid`` (all threads; only thread ``tid`` if given),
+    None when it is gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             stat = f.read()
     except OSError:
         return None
@@ -41,6 +45,7 @@ class CpuSampler:
         self.pid = pid
         self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []
+        self.main_samples: list[tuple[float, float]] = []  # the main thread's alone
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
@@ -55,19 +60,26 @@ class CpuSampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        self._sample()  # the last one, so that the samples cover everything up to now
+
+    def _sample(self) -> bool:
+        cpu = process_cpu_s(self.pid)
+        if cpu is None:
+            return False
+        main = process_cpu_s(self.pid, self.pid)
+        self.samples.append((time.time() * 1000.0, cpu))
+        self.main_samples.append((self.samples[-1][0], cpu if main is None else main))
+        return True
 
     def _run(self) -> None:
-        while True:
-            cpu = process_cpu_s(self.pid)
-            if cpu is None:
-                return
-            self.samples.append((time.time() * 1000.0, cpu))
+        while self._sample():
             if self._stop.wait(self.interval_s):
                 return
 
-    def at(self, wall_ms: float) -> float | None:
-        """CPU seconds at ``wall_ms`` (linear between samples), None outside the samples."""
-        s = self.samples
+    def at(self, wall_ms: float, main: bool = False) -> float | None:
+        """CPU seconds at ``wall_ms`` (linear between samples), None outside the samples;
+        ``main``: of the main thread only."""
+        s = self.main_samples if main else self.samples
         if not s or wall_ms < s[0][0] or wall_ms > s[-1][0]:
             return None
         i = bisect.bisect_left(s, (wall_ms, -1.0))
@@ -76,7 +88,7 @@ class CpuSampler:
         (t0, c0), (t1, c1) = s[i - 1], s[i]
         return c0 + (c1 - c0) * (wall_ms - t0) / (t1 - t0)
 
-    def between(self, start_ms: float, end_ms: float) -> float | None:
+    def between(self, start_ms: float, end_ms: float, main: bool = False) -> float | None:
         """CPU seconds spent from ``start_ms`` to ``end_ms`` (None: not covered)."""
-        a, b = self.at(start_ms), self.at(end_ms)
+        a, b = self.at(start_ms, main), self.at(end_ms, main)
         return None if a is None or b is None else b - a

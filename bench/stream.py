@@ -243,12 +243,15 @@ def _measure(
         span_ms = frames[-1][0] - frames[0][0]
         sustained = (rows - frames[0][2]) / (span_ms / 1000.0) if span_ms > 0 else 0.0
         span_cpu = cpu.between(frames[0][0], frames[-1][0])
+        span_main = cpu.between(frames[0][0], frames[-1][0], main=True)
         span_rows = rows - frames[0][2]
         cpu_us = span_cpu / span_rows * 1e6 if span_cpu and span_rows > 0 else None
+        main_us = span_main / span_rows * 1e6 if span_main and span_rows > 0 else None
         print(f"worker: {rows:,} rows of {n_txn:,} transactions in {len(frames)} frames; "
               f"{sustained:,.0f} events/s sustained (first to last frame: {span_ms / 1000:.1f} s; "
               f"start to all committed {drain_s:.1f} s); worker CPU "
-              f"{'?' if cpu_us is None else f'{cpu_us:.0f}'} us per event")  # fmt: skip
+              f"{'?' if cpu_us is None else f'{cpu_us:.0f}'} us per event (main thread "
+              f"{'?' if main_us is None else f'{main_us:.0f}'} us)")  # fmt: skip
 
         # 3. latency at half the worker's rate, worker idle and warm
         sent_ms: dict[float, float] = {}
@@ -297,6 +300,7 @@ def _measure(
         "worker_events_per_s": round(sustained),
         "worker_drain_s": round(drain_s, 2),
         "worker_cpu_us_per_event": None if cpu_us is None else round(cpu_us, 1),
+        "worker_main_thread_cpu_us_per_event": None if main_us is None else round(main_us, 1),
         "passthrough_events_per_s": pt["events_per_s"],
         "ratio": round(ratio, 3),
         "latency_ms": _percentiles(lat),

@@ -9,7 +9,9 @@ from bench.cpu import CpuSampler, process_cpu_s
 
 
 def _leg(rate: float, cpu_us: float | None) -> dict[str, float | None]:
-    return {"worker_events_per_s": rate, "worker_cpu_us_per_event": cpu_us}
+    main = None if cpu_us is None else cpu_us / 2
+    return {"worker_events_per_s": rate, "worker_cpu_us_per_event": cpu_us,
+            "worker_main_thread_cpu_us_per_event": main}  # fmt: skip
 
 
 def test_legs_alternate_abba() -> None:
@@ -35,6 +37,7 @@ def test_summary_gives_ratios_of_medians_pairs_and_spreads() -> None:
     assert doc["paired_vs_reference"] == [1.2, 1.2, 1.25]
     assert doc["cpu_vs_reference"] == round(410.0 / 315.0, 3)  # a leg without CPU is left out
     assert doc["paired_cpu_vs_reference"] == [round(400 / 300, 3), round(420 / 330, 3)]
+    assert doc["main_thread_cpu_vs_reference"] == doc["cpu_vs_reference"]
     assert doc["spread"]["reference"] == {"events_per_s": 2.0, "cpu_us_per_event": 1.05}
 
 
