@@ -32,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from app.stream.offsets import WorkerFaustApp
 from app.stream.periodic import every
 from app.stream.processor import StreamProcessor, dead_letter, dead_letter_key
 from app.stream.producer_flush import install_full_flush
+from app.stream.release import release_in_order
 from app.stream.repartition import Repartitioner
 from app.stream.task_dump import install_task_dump
 from topics import FEATURE_SPECS, WORKER_APP_ID, catalogue, dlq, namespaced, silo_batches
@@ -93,17 +95,6 @@ JOIN_MAX_WAIT_S = 10.0
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _event_time(raw: bytes | None, field: str) -> float | None:
-    """A record's event time for the join gate, or None (the pipeline dead-letters it)."""
-    try:
-        value = orjson.loads(raw or b"").get(field)
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 class WorkerHandle:
@@ -286,19 +277,6 @@ def create_worker_app(
                     internal_error(msg, exc)
                 gate.customer_read(partition, msg.offset, ts)
 
-    async def hold_for_table(events: list[Any]) -> None:
-        """Wait until each partition's table was read up to the batch's latest time."""
-        newest: dict[int, tuple[int, float]] = {}
-        for ev in events:
-            ts = _event_time(ev.message.value, source.time)
-            if ts is not None:
-                p = ev.message.partition
-                off, t = newest.get(p, (ev.message.offset, ts))
-                newest[p] = (max(off, ev.message.offset), max(t, ts))
-        for p, (offset, ts) in newest.items():
-            if not gate.ready(p, offset, ts):
-                await gate.wait(p, offset, ts)
-
     def run_batch(events: list[Any]) -> None:
         """One pipeline run over a micro-batch; its outputs sent (see the module doc)."""
         now_ms = _now_ms()
@@ -329,25 +307,29 @@ def create_worker_app(
             for t in stamps:
                 enriched(t)
 
+    async def run_chunk(taken: list[Any], skip: set[int], chunk: range) -> None:
+        if not handle.inputs_open.is_set():
+            await handle.inputs_open.wait()  # a commit is under way
+        for i in chunk:  # processed from here on: its offset may be committed
+            handle.last_event[(stream_topic, taken[i].message.partition)] = taken[i]
+        mine = [taken[i] for i in chunk if i not in skip]
+        if mine:
+            run_batch(mine)
+
     @app.agent(stream)
     async def on_stream(events: Any) -> None:
         async for taken in events.take_events(TAKE_MAX_EVENTS, within=TAKE_WITHIN_S):
-            mine = []
-            for event in taken:
-                msg = event.message
-                handle.metrics.event(msg.topic)
-                if not repartition.forward_if_misplaced(event):
-                    mine.append(event)
-            if table_stream is not None and mine:
-                await hold_for_table(mine)
+            forwarded = set()
+            for i, event in enumerate(taken):
+                handle.metrics.event(event.message.topic)
+                if repartition.forward_if_misplaced(event):
+                    forwarded.add(i)
             # at most COMMIT_CAP_EVENTS past the last confirmed commit (not while rebalancing)
             await pace.wait_room(len(taken), lambda: bool(app.rebalancing))
-            if not handle.inputs_open.is_set():
-                await handle.inputs_open.wait()  # a commit is under way
-            for event in taken:
-                handle.last_event[(stream_topic, event.message.partition)] = event
-            if mine:
-                run_batch(mine)
+            # in stream order, each record once the join gate releases it (app.stream.release)
+            await release_in_order(taken, gate if table_stream is not None else None,
+                                   source.time, partial(run_chunk, taken, forwarded),
+                                   forwarded)  # fmt: skip
             pace.add(len(taken))
 
     @every(app, 0.2)
