@@ -6,12 +6,13 @@ quiet). The worker takes the stream in micro-batches; holding a whole batch unti
 newest record is released made every row of it wait for that record (event-to-enriched
 p50 ~1.2 s instead of ~0.7 s with per-event processing, measured with ``bench chat``).
 :func:`release_in_order` runs a batch in stream order instead, a ready run of records at
-a time: a backlog (every partition's newest record ready) in one go, live records each
-as soon as its own hold is over.
+a time: a backlog (every partition's newest record ready) in one go, live records as soon
+as their own hold is over, gathered over ``coalesce_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
@@ -68,11 +69,15 @@ async def release_in_order(
     field: str,
     run: Callable[[range], Awaitable[None]],
     skip: AbstractSet[int] = frozenset(),
+    coalesce_s: float = 0.0,
 ) -> None:
     """Call ``run(range)`` on consecutive runs of ``events`` (Faust events), in order.
 
     ``gate`` None: no joined table, one run. ``skip``: indices that need no join (e.g.
-    forwarded to their partition); ``field``: the event-time field.
+    forwarded to their partition); ``field``: the event-time field. ``coalesce_s``: once
+    a held record is released, wait this long more so that the records released meanwhile
+    run with it (live, records come free every few ms: a pipeline run each would cost
+    more than the rows).
     """
     n = len(events)
     if gate is None or _batch_ready(gate, events, skip, field):
@@ -89,4 +94,6 @@ async def release_in_order(
         ts = event_time(msg.value, field)
         if ts is not None:  # _ready_end stops only at a held record
             await gate.wait(msg.partition, msg.offset, ts)  # or its max wait (counted)
+            if coalesce_s > 0:
+                await asyncio.sleep(coalesce_s)
         end = _ready_end(gate, events, start + 1, skip, field)

@@ -329,7 +329,7 @@ def create_worker_app(
             # in stream order, each record once the join gate releases it (app.stream.release)
             await release_in_order(taken, gate if table_stream is not None else None,
                                    source.time, partial(run_chunk, taken, forwarded),
-                                   forwarded)  # fmt: skip
+                                   forwarded, TAKE_WITHIN_S)  # fmt: skip
             pace.add(len(taken))
 
     @every(app, 0.2)

@@ -43,14 +43,14 @@ def _events(n: int) -> list[_Event]:
 
 
 def _release(
-    events: list[_Event], gate: Any, skip: frozenset[int] = frozenset()
+    events: list[_Event], gate: Any, skip: frozenset[int] = frozenset(), coalesce_s: float = 0.0
 ) -> list[list[int]]:
     runs: list[list[int]] = []
 
     async def run(chunk: range) -> None:
         runs.append(list(chunk))
 
-    asyncio.run(release_in_order(events, gate, "ts", run, skip))
+    asyncio.run(release_in_order(events, gate, "ts", run, skip, coalesce_s))
     return runs
 
 
@@ -95,3 +95,23 @@ def test_without_a_gate_everything_runs_at_once() -> None:
 
     # Assert
     assert runs == [[0, 1, 2]]
+
+
+class _FreeingGate(_Gate):
+    """After a wait, every record comes free 10 ms later (records arrive steadily)."""
+
+    async def wait(self, partition: int, offset: int, ts: float) -> None:
+        await super().wait(partition, offset, ts)
+        asyncio.get_running_loop().call_later(0.01, setattr, self, "open_below", 10**9)
+
+
+def test_records_released_while_coalescing_run_together() -> None:
+    # Prepare
+    gate = _FreeingGate(open_below=3)
+
+    # Execute
+    runs = _release(_events(6), gate, coalesce_s=0.05)
+
+    # Assert: after the wait for 3, the ones freed during the 50 ms run with it
+    assert runs == [[0, 1, 2], [3, 4, 5]]
+    assert gate.waits == [3]
