@@ -142,24 +142,27 @@ class JoinGate:
         arrived = self._arrived(partition, offset, now)
         return now - arrived >= self.hold_s and self.caught_up(partition)
 
-    async def wait(self, partition: int, offset: int, ts: float) -> None:
-        """Return once :meth:`ready` (or after ``max_wait_s``, counted as a timeout)."""
+    async def wait(self, partition: int, offset: int, ts: float,
+                   within_s: float | None = None) -> None:  # fmt: skip
+        """Return once :meth:`ready` (or after ``within_s``, by default ``max_wait_s``,
+        counted as a timeout)."""
         if self.ready(partition, offset, ts):
             return
         self.counters.held += 1
         start = self._clock()
+        limit = self.max_wait_s if within_s is None else min(within_s, self.max_wait_s)
         while not self.ready(partition, offset, ts):
             if self._interrupted():
                 self.counters.interrupted += 1
                 logger.info("join gate: delivery stopped; partition %d offset %d joined with "
                             "the profiles read so far", partition, offset)  # fmt: skip
                 return
-            if self._clock() - start >= self.max_wait_s:
+            if self._clock() - start >= limit:
                 self.counters.timeouts += 1
                 logger.warning(
                     "join gate: transaction at partition %d offset %d joined after %.1f s "
                     "without the profiles up to its time (customers partition %s)",
-                    partition, offset, self.max_wait_s,
+                    partition, offset, self._clock() - start,
                     "not fetched yet" if self._customers_end(partition) is None else "behind",
                 )  # fmt: skip
                 return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -83,6 +84,11 @@ async def release_in_order(
     if gate is None or _batch_ready(gate, events, skip, field):
         await run(range(n))
         return
+    # One max wait for the whole batch, not one per held record: during a revoke the
+    # customers partitions are paused, every record would wait it in turn, and Faust
+    # waits for this batch before it moves partitions (the group then timed the worker
+    # out: test_stream_rebalance).
+    deadline = time.monotonic() + gate.max_wait_s
     start, end = 0, _ready_end(gate, events, 0, skip, field)
     while True:
         if end > start:
@@ -93,7 +99,11 @@ async def release_in_order(
         msg = events[start].message
         ts = event_time(msg.value, field)
         if ts is not None:  # _ready_end stops only at a held record
-            await gate.wait(msg.partition, msg.offset, ts)  # or its max wait (counted)
+            # or until the batch's deadline (a timeout, counted and logged by the gate)
+            await gate.wait(msg.partition, msg.offset, ts, max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:  # joined with the profiles read so far
+                await run(range(start, n))
+                return
             if coalesce_s > 0:
                 await asyncio.sleep(coalesce_s)
         end = _ready_end(gate, events, start + 1, skip, field)

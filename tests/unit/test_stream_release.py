@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from app.stream.join_gate import JoinGate
 from app.stream.release import event_time, release_in_order
 
 
@@ -26,6 +27,8 @@ class _Event:
 class _Gate:
     """Releases offsets below ``open_below``; a wait opens the gate up to the awaited one."""
 
+    max_wait_s = 10.0
+
     def __init__(self, open_below: int) -> None:
         self.open_below = open_below
         self.waits: list[int] = []
@@ -33,7 +36,7 @@ class _Gate:
     def ready(self, partition: int, offset: int, ts: float) -> bool:
         return offset < self.open_below
 
-    async def wait(self, partition: int, offset: int, ts: float) -> None:
+    async def wait(self, partition: int, offset: int, ts: float, within_s: float) -> None:
         self.waits.append(offset)
         self.open_below = offset + 1
 
@@ -100,8 +103,8 @@ def test_without_a_gate_everything_runs_at_once() -> None:
 class _FreeingGate(_Gate):
     """After a wait, every record comes free 10 ms later (records arrive steadily)."""
 
-    async def wait(self, partition: int, offset: int, ts: float) -> None:
-        await super().wait(partition, offset, ts)
+    async def wait(self, partition: int, offset: int, ts: float, within_s: float) -> None:
+        await super().wait(partition, offset, ts, within_s)
         asyncio.get_running_loop().call_later(0.01, setattr, self, "open_below", 10**9)
 
 
@@ -115,3 +118,15 @@ def test_records_released_while_coalescing_run_together() -> None:
     # Assert: after the wait for 3, the ones freed during the 50 ms run with it
     assert runs == [[0, 1, 2], [3, 4, 5]]
     assert gate.waits == [3]
+
+
+def test_a_batch_waits_one_max_wait_in_all_not_one_per_held_record() -> None:
+    # Prepare: a real gate whose customers partition never catches up (paused by a revoke)
+    gate = JoinGate(lambda p: 10, lambda p: 0, lambda p: 10, hold_s=0.0, max_wait_s=0.1)
+
+    # Execute
+    runs = _release(_events(5), gate)
+
+    # Assert: one timeout, then the rest of the batch joined at once (Faust waits for it)
+    assert runs == [[0, 1, 2, 3, 4]]
+    assert gate.counters.timeouts == 1 and gate.counters.held == 1
