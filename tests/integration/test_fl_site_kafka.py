@@ -3,9 +3,11 @@
 Silo A's data is on the operator's broker (the session's); silo B's site has a broker of
 its own, with its own CA and its own ``silo-<B>`` principal, and the operator never
 touches it: ``fl up --silo-kafka B=<the site's client config>`` gives that SuperNode the
-site's cluster as its per-node Kafka setting. One round trains on both silos, and silo
-B's SuperNode relays the global model onto the site's own ``fl.model.global`` as the
-site's ``site-<B>`` principal, which may write that topic and nothing else.
+site's cluster as its per-node Kafka setting. A finite run of two rounds trains on both
+silos, and silo B's SuperNode relays each global model onto the site's own
+``fl.model.global`` as the site's ``site-<B>`` principal, which may write that topic and
+nothing else: round 1's with the train message of round 2, round 2's (the run's last) with
+the server's final confirm-only message, the only message after round 2.
 """
 
 from __future__ import annotations
@@ -64,10 +66,10 @@ def test_a_silo_trains_from_its_own_sites_cluster(
     # the site's broker, set up by the site's own admin
     a, b = silo_ids(unique, 960, 30, n=2)
     spec, model = f"spec-{unique}", f"fl-site-{unique}"
-    seed_silos(kafka_bootstrap, [a], spec, ROWS)
+    seed_silos(kafka_bootstrap, [a], spec, 2 * ROWS, frame_rows=ROWS)  # a frame per round
     site_admin = site_broker.identity()
     with acting_as(site_admin):
-        seed_silos(site_broker.bootstrap, [b], spec, ROWS)
+        seed_silos(site_broker.bootstrap, [b], spec, 2 * ROWS, frame_rows=ROWS)
         provision(site_broker.bootstrap, "", [b], (), {b: silo_group(model, b)}, stream=False,
                   sites=[b])  # fmt: skip
     site_conf = site_broker.clients_dir / f"{silo_principal(b)}.conf"
@@ -76,37 +78,44 @@ def test_a_silo_trains_from_its_own_sites_cluster(
         != read_client_config(Path(os.environ["FEDSTREAM_KAFKA_CLIENTS"]) / "admin.conf").ca
     )  # another cluster, another CA
 
-    # Execute
+    # Execute: a run of two rounds
     dep = start_flower(deployment, kafka_bootstrap, [a, b],
-                       run_config(spec, model, min_nodes=2, max_rows_per_round=ROWS),
+                       run_config(spec, model, num_rounds=2, min_nodes=2, max_rows_per_round=ROWS),
                        site_kafka={b: site_conf})  # fmt: skip
-    docs = wait_rounds(kafka_bootstrap, model, 1, timeout_s=180)
+    docs = wait_rounds(kafka_bootstrap, model, 2, timeout_s=240)
 
-    # the next message relays round 1's model to the site, after committing what round 1 used
-    relayed = _site_frame(site_broker.bootstrap, site_admin, model, round_=1, timeout_s=120)
+    # round 2's train message relays round 1's model; the final confirm-only message, the
+    # only one after round 2, relays round 2's (each after committing what it confirmed)
+    relayed = {r: _site_frame(site_broker.bootstrap, site_admin, model, round_=r, timeout_s=120)
+               for r in (1, 2)}  # fmt: skip
 
-    # Assert: both silos trained in the round; silo b read (and committed) on its site's
-    # cluster as its site principal; its topic never existed on the operator's broker
-    rows = {int(s): e["rows"] for s, e in docs[0]["silos"].items()}
-    assert rows.get(a, 0) > 0 and rows.get(b, 0) > 0, docs[0]["silos"]
+    # Assert: both silos trained in both rounds; silo b read (and committed both frames,
+    # the second on the final confirmation) on its site's cluster as its site principal;
+    # its topic never existed on the operator's broker
+    for doc in docs:
+        rows = {int(s): e["rows"] for s, e in doc["silos"].items()}
+        assert rows.get(a, 0) > 0 and rows.get(b, 0) > 0, doc["silos"]
     node_b = " ".join(dep.commands[f"supernode-{b}"])
     assert f"bootstrap='{site_broker.bootstrap}'" in node_b and str(site_conf) in node_b
     with acting_as(site_admin):
-        assert committed_frames(site_broker.bootstrap, model, b) > 0
+        assert committed_frames(site_broker.bootstrap, model, b) == 2
     operator_topics = make_admin(kafka_bootstrap).list_topics(timeout=10).topics
     assert silo_batches(b) not in operator_topics
 
-    # Assert: the site's fl.model.global has the global model of round 1, the operator's
-    # frame in every weight; only fl-server publishes on the operator's cluster
+    # Assert: the site's fl.model.global has the global models of rounds 1 and 2, each the
+    # operator's frame in every weight; only fl-server publishes on the operator's cluster
     operators = [decode_model(v) for v in read_models(kafka_bootstrap, model)]
-    published = next(f for f in operators if f.meta.round == 1)
-    assert len(relayed.arrays) == len(published.arrays) > 0
-    assert all(np.array_equal(x, y) for x, y in zip(relayed.arrays, published.arrays, strict=True))
-    assert np.array_equal(relayed.mean, published.mean)
-    assert np.array_equal(relayed.std, published.std)
-    for field in ("model_version", "spec_version", "n_features", "config"):
-        assert getattr(relayed.meta, field) == getattr(published.meta, field), field
-    assert relayed.meta.metrics == {"relayed_by": site_principal(b)}  # no other silo's figures
+    for round_, frame in relayed.items():
+        published = next(f for f in operators if f.meta.round == round_)
+        assert len(frame.arrays) == len(published.arrays) > 0
+        pairs = zip(frame.arrays, published.arrays, strict=True)
+        assert all(np.array_equal(x, y) for x, y in pairs)
+        assert np.array_equal(frame.mean, published.mean)
+        assert np.array_equal(frame.std, published.std)
+        for field in ("model_version", "spec_version", "n_features", "config"):
+            assert getattr(frame.meta, field) == getattr(published.meta, field), (round_, field)
+        assert frame.meta.metrics == {"relayed_by": site_principal(b)}  # no other silo's figures
+    assert relayed[1].meta.model_version != relayed[2].meta.model_version
     assert not any("relayed_by" in f.meta.metrics for f in operators)
 
     # Assert: the relay holds exactly WRITE (+DESCRIBE) on the site's model topic; writing
