@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -30,11 +31,12 @@ from app.stream.harness import (
     WorkerProcess,
     create_topics,
     produce_records,
+    read_topic,
     wait_committed,
     worker_group,
 )
 from tests.integration.stream_support import collect_output
-from tests.integration.test_stream_restart import committed_total
+from tests.integration.test_stream_restart import committed_offsets, committed_total
 from topics import CUSTOMERS, TRANSACTIONS, namespaced
 
 pytestmark = pytest.mark.integration
@@ -74,6 +76,61 @@ def _rows(rows: dict[int, Any]) -> dict[int, Counter[tuple[bytes, float]]]:
     return out
 
 
+def _row_times(
+    rows: dict[int, list[tuple[str, Any, float]]],
+    accounts: list[tuple[str, bytes, bytes]],
+    payments: list[tuple[str, bytes, bytes]],
+) -> dict[int, dict[tuple[bytes, float], float]]:
+    """Per silo, each uninterrupted row's event time (its payment: rows come in stream
+    order per silo, and a payment's silo is its account's region)."""
+    region = {key: orjson.loads(raw)["region"] for _t, key, raw in accounts}
+    out: dict[int, dict[tuple[bytes, float], float]] = {}
+    for silo in SILOS:
+        times = [orjson.loads(raw)["t"] for _t, key, raw in payments if region[key] == silo]
+        assert len(times) == len(rows[silo])
+        out[silo] = {(x.tobytes(), y): t for (_id, x, y), t in zip(rows[silo], times, strict=True)}
+    return out
+
+
+def _explain(
+    bootstrap: str,
+    ns: str,
+    got: dict[int, Counter[tuple[bytes, float, float]]],
+    want: dict[int, dict[tuple[bytes, float], float]],
+    payments: list[tuple[str, bytes, bytes]],
+    kill_commits: dict[int, int],
+) -> str:
+    """Rows missing and extra per silo: payment id, account, partition@offset, values.
+
+    ``want``: per silo, the uninterrupted run's rows and their event times. A row's event
+    time names its payment (``T0 + 7 j``); the partition and offset come from the
+    transactions topic, the committed offsets from the moment of the kill.
+    """
+    where: dict[str, tuple[int, int]] = {}
+    for rec in read_topic(bootstrap, namespaced(TRANSACTIONS, ns)):
+        where[orjson.loads(rec.value)["pid"]] = (rec.partition, rec.offset)
+    lines = [f"committed at the kill: {dict(sorted(kill_commits.items()))}"]
+
+    def describe(x: bytes, y: float, ts: float) -> str:
+        values = ", ".join(f"{v:.4g}" for v in np.frombuffer(x, dtype=np.float32))
+        j = round((ts - T0) / 7.0)
+        doc = orjson.loads(payments[j][2]) if 0 <= j < len(payments) else {}
+        pid = doc.get("pid", "?")
+        part, off = where.get(pid, (-1, -1))
+        return f"{pid} {doc.get('account', '?')} p{part}@{off} ({values}) y={y}"
+
+    for silo in SILOS:
+        got_xy = {(x, y): ts for (x, y, ts) in got[silo]}
+        missing = set(want[silo]) - set(got_xy)
+        extra = set(got_xy) - set(want[silo])
+        lines.append(f"silo {silo}: {len(missing)} rows missing, {len(extra)} extra")
+        for x, y in sorted(missing, key=lambda k: want[silo][k]):
+            lines.append("  missing " + describe(x, y, want[silo][(x, y)]))
+        for x, y in sorted(extra, key=lambda k: got_xy[k]):
+            lines.append("  extra   " + describe(x, y, got_xy[(x, y)]))
+    return "\n".join(lines)
+
+
 def test_a_user_pipeline_resumes_its_state_after_a_kill(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -82,6 +139,7 @@ def test_a_user_pipeline_resumes_its_state_after_a_kill(
     pipeline = load_pipeline(str(PIPELINE))
     uninterrupted = run_pipeline(pipeline, [accounts, payments])
     want = {s: Counter((x.tobytes(), y) for _id, x, y in uninterrupted.rows[s]) for s in SILOS}
+    want_ts = _row_times(uninterrupted.rows, accounts, payments)
     assert sum(c.total() for c in want.values()) == PAYMENTS and not uninterrupted.dead_letters
     ns = f"tpipekill{int(time.time() * 1000) % 10**8}"
     create_topics(kafka_bootstrap, SILOS, 4, ns)
@@ -103,7 +161,8 @@ def test_a_user_pipeline_resumes_its_state_after_a_kill(
             time.sleep(0.05)
         time.sleep(0.4)  # mid-way between two commits: state written, offsets not yet
         worker.stop(signal.SIGKILL)
-        at_kill = committed_total(kafka_bootstrap, group, inputs[1])
+        kill_commits = committed_offsets(kafka_bootstrap, group, inputs[1])
+        at_kill = sum(kill_commits.values())
         assert at_kill < PAYMENTS, "killed too late to test a restart"
         worker.start()
         wait_committed(kafka_bootstrap, group, inputs, timeout_s=240, worker=worker)
@@ -120,6 +179,10 @@ def test_a_user_pipeline_resumes_its_state_after_a_kill(
     repeats = got.total_rows() - sum(len(c) for c in rows.values())
     print(f"\nkilled at {at_kill}/{PAYMENTS} committed; {got.total_rows()} rows, "
           f"{repeats} sent again after the kill")  # fmt: skip
+    wrong = any(set(rows[s]) != set(want[s]) for s in SILOS)
+    if wrong or got.dead_letters:  # which payments, where in the stream, and the worker's log
+        print(_explain(kafka_bootstrap, ns, got.rows, want_ts, payments, kill_commits))
+        print(worker.log_tail(120))
     assert not got.dead_letters, got.dead_letters[:3]  # no replay counted as a repeat
     for silo in SILOS:
         assert set(rows[silo]) == set(want[silo]), f"silo {silo}: rows lost or changed"

@@ -42,14 +42,19 @@ DUPLICATE_BOUND = COMMIT_CAP_EVENTS
 worker commits every 1 s or 400 events and its inputs wait at this cap)."""
 
 
-def committed_total(bootstrap: str, group: str, topic: str) -> int:
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset of each partition of ``topic`` (0: none yet)."""
     consumer = make_consumer(bootstrap, group)
     try:
         ends = end_offsets(bootstrap, [topic])
         tps = [TopicPartition(topic, p) for (_t, p) in ends]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30))
+        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30)}
     finally:
         consumer.close()
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    return sum(committed_offsets(bootstrap, group, topic).values())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
