@@ -1,10 +1,15 @@
-"""The worker's side of a commit: write-behind table writes, the pre-commit hook, timings.
+"""The worker's side of a commit: write-behind table writes, the pre-commit hooks, timings.
 
 A committed offset must mean "its row is in a delivered frame and its state is in the
-changelog". :class:`CommitSensor` runs the worker's flush right before Faust picks the
-offsets to commit (whichever path commits); :class:`TableWriter` writes the processor's
-changed and deleted keys into the Faust tables, each write in the event context of its
-partition so it lands in the changelog partition of that key.
+changelog", and a state in a table (local store or changelog) must mean "the rows of the
+records it covers are delivered" (a restart skips those records by offset,
+:mod:`app.stream.staged_state`). :class:`CommitSensor` runs right before Faust picks the
+offsets to commit (whichever path commits): it sends the open micro-batches and stages a
+snapshot of the changed state; right before the offsets go to the broker, the consumer
+calls :meth:`Committer.write_staged` (``WorkerFaustApp.before_offset_commit``), which waits
+for the delivery of those rows and then writes the snapshot. :class:`TableWriter` writes
+the processor's changed and deleted keys into the Faust tables, each write in the event
+context of its partition so it lands in the changelog partition of that key.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from faust.sensors import Sensor
 from faust.streams import _current_event
 
 from app.stream.commit_pace import CommitPace
+from app.stream.staged_state import Snapshot, StagedState
 from app.stream.task_dump import task_stacks
 
 __all__ = [
@@ -90,6 +96,10 @@ class CommitTimes:
     def add(self, **seconds: float) -> None:
         """Record one commit's step durations (keyword = step with spaces as _)."""
         self.commits += 1
+        self.note(**seconds)
+
+    def note(self, **seconds: float) -> None:
+        """Record step durations of the commit under way (not counted as a commit)."""
         for key, value in seconds.items():
             step = key.replace("_", " ")
             self.longest[step] = max(self.longest[step], value)
@@ -102,7 +112,7 @@ class CommitTimes:
 
 
 class CommitSensor(Sensor):
-    """Flush batches and write-behind state just before Faust commits offsets.
+    """Send open batches and stage the write-behind state just before Faust picks offsets.
 
     Faust picks the offsets to commit right after this hook, in the same step of the
     event loop, whichever path commits (the worker's timer, Faust's, a rebalance).
@@ -142,9 +152,22 @@ class TableWriter:
         self.stream_topic = stream_topic
         self.last_event = last_event
 
-    def chunks(self) -> Iterator[tuple[Any, str, int, list[tuple[str, bytes]]]]:
-        """Changed histories/states in chunks: (table, source topic, partition, entries)."""
+    def snapshot(self) -> Snapshot:
+        """The processor's changed and deleted keys since the last snapshot, encoded now."""
         histories, states = self.processor.take_dirty()
+        deleted_histories, deleted_states = self.processor.take_deleted()
+        return Snapshot(histories, states, deleted_histories, deleted_states)
+
+    def chunks(self, snapshot: Snapshot | None = None
+               ) -> Iterator[tuple[Any, str, int, list[tuple[str, bytes]]]]:  # fmt: skip
+        """Changed histories/states in chunks: (table, source topic, partition, entries).
+
+        ``snapshot``: what to write (None: the processor's changes now).
+        """
+        if snapshot is None:
+            histories, states = self.processor.take_dirty()
+        else:
+            histories, states = snapshot.histories, snapshot.states
         for (table, topic), dirty in (
             ((self.histories, self.table_topic or self.stream_topic), histories),
             ((self.states, self.stream_topic), states),
@@ -153,6 +176,13 @@ class TableWriter:
                 items = list(entries.items())
                 for i in range(0, len(items), STATE_WRITE_CHUNK):
                     yield table, topic, partition, items[i : i + STATE_WRITE_CHUNK]
+
+    async def write_snapshot(self, snapshot: Snapshot) -> None:
+        """Deletions, then writes, yielding to the event loop between chunks."""
+        self.delete(snapshot)
+        for chunk in self.chunks(snapshot):
+            self.write(*chunk)
+            await asyncio.sleep(0)
 
     def _in_context(self, event: Any, table: Any) -> Any:
         token = _current_event.set(weakref.ref(event))
@@ -176,11 +206,16 @@ class TableWriter:
         finally:
             self._leave(table, token, trusted)
 
-    def delete(self) -> None:
-        """Deleted keys leave both tables: a tombstone in each changelog."""
+    def delete(self, snapshot: Snapshot | None = None) -> None:
+        """Deleted keys leave both tables: a tombstone in each changelog.
+
+        ``snapshot``: whose deletions (None: the processor's now).
+        """
         tables: tuple[Any, Any] = (self.histories, self.states)
         topics = [t for t in (self.table_topic, self.stream_topic) if t is not None]
-        for table, deleted in zip(tables, self.processor.take_deleted(), strict=True):
+        both = (self.processor.take_deleted() if snapshot is None
+                else (snapshot.deleted_histories, snapshot.deleted_states))  # fmt: skip
+        for table, deleted in zip(tables, both, strict=True):
             for partition, keys in deleted.items():
                 event = next((self.last_event[(t, partition)] for t in topics
                               if (t, partition) in self.last_event), None)  # fmt: skip
@@ -196,10 +231,11 @@ class TableWriter:
 
 
 class Committer:
-    """Flush outputs and write state, then commit: the worker's commit in one place.
+    """Send outputs, stage state, write it once the outputs are delivered, commit.
 
     ``flush_frames`` sends every open micro-batch, ``flush_outbox`` delivers the enriched
     records and replies; ``handle`` is the worker's (inputs gate, timings, positions).
+    The order (outputs delivered, then state written, then offsets) is the module's.
     """
 
     def __init__(
@@ -217,8 +253,18 @@ class Committer:
         self._flush_frames = flush_frames
         self._flush_outbox = flush_outbox
         self.pace = pace if pace is not None else CommitPace(COMMIT_EVERY_EVENTS, COMMIT_CAP_EVENTS)
+        self.staged = StagedState(self._deliver, self._write_timed)
         self.stall_s = COMMIT_STALL_S
         self.stalls = 0  # stall_s periods a commit was not done
+
+    async def _deliver(self) -> None:
+        """Every record sent so far delivered (frames, dead letters: Faust's producer)."""
+        await self.app.producer.flush()
+
+    async def _write_timed(self, snapshot: Snapshot) -> None:
+        t0 = time.perf_counter()
+        await self.writer.write_snapshot(snapshot)
+        self.handle.commit_ms.note(state_chunk=time.perf_counter() - t0)
 
     def flush_outputs(self) -> tuple[float, float]:
         """Open micro-batches, then the enriched/reply outbox; returns both durations (s)."""
@@ -228,55 +274,48 @@ class Committer:
         self._flush_outbox()
         return t1 - t0, time.perf_counter() - t1
 
-    def flush_everything(self) -> None:
-        """Outputs, then state: all in one piece (any commit's sensor, rebalance)."""
+    def stage(self) -> None:
+        """Send the outputs, then stage the state they cover (any commit's sensor)."""
         frames_s, outbox_s = self.flush_outputs()
-        t0 = time.perf_counter()
-        self.writer.delete()
-        for chunk in self.writer.chunks():
-            self.writer.write(*chunk)
-        self.handle.commit_ms.add(frames=frames_s, outbox=outbox_s,
-                                  state_chunk=time.perf_counter() - t0)  # fmt: skip
+        self.staged.stage(self.writer.snapshot())
+        self.handle.commit_ms.note(frames=frames_s, outbox=outbox_s)
+
+    async def write_staged(self) -> None:
+        """The staged state into the tables, once its rows are delivered (before offsets)."""
+        await self.staged.write_staged()
+
+    async def flush_everything(self) -> None:
+        """Outputs delivered, then all state written and delivered (a revoke)."""
+        self.stage()
+        await self.staged.write_staged()
+        await self.app.producer.flush()
 
     async def commit_in_steps(self) -> None:
-        """Flush and commit while the input agents wait, yielding between table chunks.
+        """Commit on the worker's timer; the input agents wait only for the offset pick.
 
-        Same order and content as :meth:`flush_everything`, but chatbot requests are
-        answered between chunks instead of waiting for hundreds of table writes. The
-        input agents hold their next batch until Faust has picked the offsets to commit,
-        so what is committed is what was written; they do not wait for the broker to
-        confirm the commit. Whatever path commits (this one, Faust's fallback timer, a
-        rebalance), the sensor's flush runs right before the offsets are picked, so the
-        holding is an optimisation, never needed for correctness.
+        The sensor sends the outputs and stages the state in the commit's first step, in
+        which Faust also picks the offsets: holding the inputs over that step keeps the
+        pace's mark equal to what is picked. The state is written (after the outputs'
+        delivery) and the offsets committed while the inputs run again: never wait for
+        the broker (or for another commit under way) with the inputs held.
         """
-        handle, app, writer = self.handle, self.app, self.writer
+        handle, app = self.handle, self.app
         handle.inputs_open.clear()
         try:
             t0 = time.perf_counter()
-            frames_s, outbox_s = self.flush_outputs()
-            writer.delete()
-            state_s = 0.0
-            for chunk in writer.chunks():
-                t = time.perf_counter()
-                writer.write(*chunk)
-                state_s = max(state_s, time.perf_counter() - t)
-                await asyncio.sleep(0)
-            t3 = time.perf_counter()
             committing = asyncio.ensure_future(app.consumer.commit())
             await asyncio.sleep(0)  # the commit's first step: sensor, offsets
             mark, want = self.pace.picked(), self._stream_positions()
-            # Never wait for the broker (or for another commit under way) with the inputs
-            # held: an offset pick that comes later runs the sensor's flush anyway.
             handle.inputs_open.set()
             held = time.perf_counter() - t0
             if await self._finish(committing) or self._covered(want):
                 self.pace.confirmed(mark)
+            # staged by a commit that found no offset to commit (then Faust never calls
+            # before_offset_commit): written now, the next commit delivers it
+            await self.staged.write_staged()
             if not app.rebalancing:  # no commit can succeed while the group rebalances
                 self.watch_commits()
-            handle.commit_ms.add(
-                frames=frames_s, outbox=outbox_s, state_chunk=state_s,
-                offsets=time.perf_counter() - t3, inputs_held=held,
-            )  # fmt: skip
+            handle.commit_ms.add(offsets=time.perf_counter() - t0 - held, inputs_held=held)
         finally:
             handle.inputs_open.set()
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import faust
@@ -190,6 +190,15 @@ class OffsetSafeConsumer(aiokafka_driver.Consumer):
             logger.warning("Faust left %d fetched records unhanded (flow %s); fetching again: %s",
                            n, flow, where)  # fmt: skip
 
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        """Faust's offset commit, after the app's ``before_offset_commit`` (the worker writes
+        its staged state there, once the rows it covers are delivered: app.stream.commit).
+        Faust then flushes its producer (those changelog records) and commits."""
+        hook = getattr(self.app, "before_offset_commit", None)
+        if hook is not None:
+            await hook()
+        return bool(await super()._commit_offsets(offsets, start_new_transaction))
+
     async def perform_seek(self) -> None:
         """Seek to the committed offsets; gaps noted before are about records read again."""
         self._seek_events += 1
@@ -210,7 +219,13 @@ class OffsetSafeTransport(aiokafka_driver.Transport):
 
 
 class WorkerFaustApp(faust.App):
-    """``faust.App`` whose consumer transport is :class:`OffsetSafeTransport`."""
+    """``faust.App`` whose consumer transport is :class:`OffsetSafeTransport`.
+
+    ``before_offset_commit``: awaited by the consumer right before it flushes the producer
+    and commits offsets (whichever path commits), after the offsets were picked.
+    """
+
+    before_offset_commit: Callable[[], Awaitable[None]] | None = None
 
     def _new_transport(self) -> Any:
         return OffsetSafeTransport(self.conf.broker_consumer, self)

@@ -17,11 +17,14 @@ Agents
   ``app.features.dead_letter``). An unexpected error dead-letters the record (the batch,
   if the pipeline's own code failed on it) with "internal error": the agents keep running.
 
-Delivery: a :class:`~app.stream.commit.CommitSensor` runs right before Faust commits
-offsets. It flushes every open micro-batch and writes the changed table entries (one write
-per changed key per commit, not per event), and Faust then flushes its producer before
-committing. So a committed offset always means "its row is in a delivered frame and its
-state is in the changelog": a crash loses nothing. Frames sent between two commits (a
+Delivery: a :class:`~app.stream.commit.CommitSensor` runs right before Faust picks the
+offsets to commit. It sends every open micro-batch and stages the changed table entries
+(one write per changed key per commit, not per event); right before the offsets go out,
+the worker waits for the delivery of those rows, writes the staged entries, and Faust
+flushes its producer and commits. So a committed offset always means "its row is in a
+delivered frame and its state is in the changelog", and a stored state never covers a
+record whose row was not delivered (a restart skips those by offset): a crash loses
+nothing. Frames sent between two commits (a
 batch that filled up) are sent again after a crash, so SIGKILL can duplicate rows of at most
 one commit interval; SIGTERM duplicates nothing.
 """
@@ -114,7 +117,7 @@ class WorkerHandle:
         self.gate: JoinGate | None = None  # set by create_worker_app
 
 
-def _faust_app(settings: Settings, store: str, data_dir: Path) -> faust.App:
+def _faust_app(settings: Settings, store: str, data_dir: Path) -> WorkerFaustApp:
     app = WorkerFaustApp(  # Faust's app with its offset tracking fixed (app.stream.offsets)
         namespaced(WORKER_APP_ID, settings.namespace),
         broker=f"kafka://{settings.bootstrap}",
@@ -232,8 +235,9 @@ def create_worker_app(
         send_frames(processor.flush_all(_now_ms()))
 
     committer = Committer(app, handle, writer, flush_frames, loop.flush)
-    flush_everything = committer.flush_everything
     processed_positions = committer.processed_positions
+    # the staged state, written once its rows are delivered (app.stream.staged_state)
+    app.before_offset_commit = committer.write_staged
 
     pace = committer.pace  # commit every interval or COMMIT_EVERY_EVENTS (app.stream.commit_pace)
 
@@ -245,7 +249,7 @@ def create_worker_app(
             await committer.commit_in_steps()  # holds the inputs until the offsets are picked
             handle.metrics.committed(time.perf_counter() - t0)
 
-    app.sensors.add(CommitSensor(flush_everything))
+    app.sensors.add(CommitSensor(committer.stage))
 
     if table_stream is not None:
         assert table_topic is not None and processor.table is not None
@@ -378,10 +382,9 @@ def create_worker_app(
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
-        flush_everything()
-        # Faust flushed its producer before this signal: deliver what was just written
-        # before the partitions move, or their next owner recovers state without it.
-        await app.producer.flush()
+        # outputs delivered, then all state written and delivered, before the partitions
+        # move (or their next owner recovers state without it)
+        await committer.flush_everything()
         handle.commit_watch.reset(processed_positions())
         pace.reset()
         processor.forget({tp.partition for tp in revoked if tp.topic == stream_name})

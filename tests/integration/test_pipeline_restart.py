@@ -2,9 +2,12 @@
 
 The pipeline of ``pipelines/durable_state.py`` (``json`` table and stream, a tumbling and
 an all-time window, ``unique`` ids) runs in a ``fedstream worker`` loaded by file path.
-The worker is killed once about a third of the payments is committed, then restarted: it
-recovers the table versions and the key states from the changelogs of its Faust tables
-and skips, by offset, the records whose state was written just before the kill. Every
+The worker is killed once about a third of the payments is committed, at the instant a
+commit writes its key states to the local store (before the offsets), then restarted on
+the same data directory: it recovers the table versions and the key states (local store
+and changelogs of its Faust tables) and skips, by offset, the records whose state was
+written just before the kill. Their rows must have been delivered before that state was
+written (``app.stream.staged_state``): a worker that wrote both in one step lost them. Every
 row must then equal the one of an uninterrupted run (the in-memory run of the same
 pipeline, which the own-stream test shows the worker matches): a lost state would restart
 an account's all-time count and gap, a state applied twice would count a payment twice
@@ -14,6 +17,7 @@ again (at-least-once), nothing else.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -74,6 +78,53 @@ def _rows(rows: dict[int, Any]) -> dict[int, Counter[tuple[bytes, float]]]:
         for (x, y, _ts), n in counter.items():
             out[silo][(x, y)] += n
     return out
+
+
+def _kill_when_state_lands(worker: WorkerProcess, data_dir: Path, quiet_s: float = 0.1,
+                           burst_bytes: int = 4096) -> None:  # fmt: skip
+    """SIGKILL the worker the instant a commit starts writing key states to RocksDB.
+
+    The worker's key-state table (``windows``) is a RocksDB store per partition whose
+    write-ahead log grows with every write: a commit's key states (tens of keys of ~0.5 kB
+    within a millisecond) and, as their changelog records are delivered, Faust's persisted
+    offsets (~50 bytes each). The first burst of ``burst_bytes`` after ``quiet_s`` without
+    growth is a commit's state write; the kill lands right there, the moment a worker that
+    wrote state before its rows were delivered loses them (its frames still in the
+    producer then). A smaller burst that goes quiet again (offsets) is not it.
+    """
+    wals = sorted(data_dir.glob("worker/*/v1/tables/windows-*.db/*.log"))
+    assert wals, "no key-state store yet"
+
+    def sizes() -> list[int]:
+        out = []
+        for wal in wals:
+            try:
+                out.append(wal.stat().st_size)
+            except FileNotFoundError:  # a new log after a memtable flush: starts over
+                out.append(0)
+        return out
+
+    deadline = time.monotonic() + 60
+    last = sizes()
+    base: list[int] | None = None  # sizes where the current burst started
+    changed = started = time.monotonic()
+    while time.monotonic() < deadline:
+        now = sizes()
+        t = time.monotonic()
+        if now != last:
+            if t - changed >= quiet_s:
+                base, started = last, t  # a burst starts after a quiet stretch
+            elif base is not None and t - started > 0.01:
+                base = None  # a slow trickle (offsets): wait for the next quiet stretch
+            if base is not None and any(n - b >= burst_bytes
+                                        for n, b in zip(now, base, strict=True)):  # fmt: skip
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.stop(signal.SIGKILL)  # reap it
+                return
+            last, changed = now, t
+    worker.check_alive()  # no state burst seen (e.g. an unusually small state): kill now
+    print("\nno key-state write seen within 60 s; killed at a random moment")
+    worker.stop(signal.SIGKILL)
 
 
 def _row_times(
@@ -159,8 +210,8 @@ def test_a_user_pipeline_resumes_its_state_after_a_kill(
             worker.check_alive()
             assert time.monotonic() < deadline, "worker made no progress"
             time.sleep(0.05)
-        time.sleep(0.4)  # mid-way between two commits: state written, offsets not yet
-        worker.stop(signal.SIGKILL)
+        # the instant a commit's key states reach the local store, before its offsets
+        _kill_when_state_lands(worker, tmp_path)
         kill_commits = committed_offsets(kafka_bootstrap, group, inputs[1])
         at_kill = sum(kill_commits.values())
         assert at_kill < PAYMENTS, "killed too late to test a restart"
