@@ -16,7 +16,11 @@ explained):
    *with* chatbot load and the reply latency (request produced -> reply consumed);
 3. event-to-enriched latency percentiles over both phases (``enriched_ms`` minus the
    input record's Kafka timestamp);
-4. the worker process's CPU time per 1,000 enriched events over both phases
+4. each reply's latency in two halves (``chat_to_worker_ms``: request produced -> reply
+   produced, two broker hops plus the worker's answer; ``chat_from_worker_ms``: reply
+   produced -> received, two broker hops), from the reply's Kafka CreateTime (ms
+   resolution), per leg and pooled (``pooled.halves``): which side a cost is on;
+5. the worker process's CPU time per 1,000 enriched events over both phases
    (``worker_cpu_ms_per_1k``): what its work costs whatever else runs on the box, where
    latencies on a loaded box mostly say how long it waited for a core.
 
@@ -50,13 +54,13 @@ from app.model.standardize import MomentStats
 from app.produce.sender import TokenBucket
 from app.produce.synthetic import SyntheticBank
 from app.settings import Settings
-from app.stream.ask import ChatClient
+from app.stream.ask import ChatClient, Reply
 from app.stream.harness import WorkerProcess, create_topics, produce_records, read_topic
 from app.stream.spec import feature_spec
 from bench.cpu import process_cpu_s
 from topics import CUSTOMERS, FEATURES_ENRICHED, MODEL_GLOBAL, TRANSACTIONS, namespaced
 
-__all__ = ["bench_chat_command", "pooled_latencies", "run_bench"]
+__all__ = ["bench_chat_command", "pooled_latencies", "run_bench", "split_latencies"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,16 +164,16 @@ def _wait_steady(
 
 def _chat_phase(
     bootstrap: str, ns: str, ids: list[str], chat_rate: float, seconds: float
-) -> tuple[list[float], int]:
-    """Send requests at ``chat_rate`` for ``seconds``; returns latencies (ms) and sent count."""
-    latencies: list[float] = []
+) -> tuple[list[Reply], int]:
+    """Send requests at ``chat_rate`` for ``seconds``; returns the replies and sent count."""
+    replies: list[Reply] = []
     rng = random.Random(0)
     with ChatClient(bootstrap, ns) as client:
         done = threading.Event()
 
         def receive() -> None:
             while not done.is_set() or client.pending:
-                latencies.extend(r.latency_s * 1000 for r in client.receive(0.05))
+                replies.extend(client.receive(0.05))
                 if done.is_set() and time.monotonic() > deadline + 10:
                     break
 
@@ -184,15 +188,29 @@ def _chat_phase(
             sent += 1
         done.set()
         receiver.join(15)
-    return latencies, sent
+    return replies, sent
+
+
+def split_latencies(replies: list[Reply]) -> dict[str, list[float]]:
+    """Each reply's latency (ms) whole and in its two halves: ``to_worker`` (request
+    produced -> reply produced: two broker hops and the worker's answer) and
+    ``from_worker`` (reply produced -> received: two broker hops), from the reply's Kafka
+    CreateTime (ms resolution)."""
+    out: dict[str, list[float]] = {"total": [], "to_worker": [], "from_worker": []}
+    for r in replies:
+        out["total"].append(r.latency_s * 1000)
+        if r.from_worker_s is not None:
+            out["from_worker"].append(r.from_worker_s * 1000)
+            out["to_worker"].append((r.latency_s - r.from_worker_s) * 1000)
+    return out
 
 
 def run_bench(
     settings: Settings, rate: float, chat_rate: float, seconds: float, customers: int,
-    samples: list[float] | None = None,
+    samples: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The measurement (see the module docstring) in a fresh namespace, deleted afterwards;
-    ``samples`` (if given) receives every reply latency in ms."""
+    ``samples`` (if given) receives every reply latency in ms (see split_latencies)."""
     ns = f"benchchat{uuid.uuid4().hex[:6]}"
     create_topics(settings.bootstrap, settings.silo_ids, settings.input_partitions, ns)
     try:
@@ -204,7 +222,7 @@ def run_bench(
 
 def _measure(
     settings: Settings, ns: str, rate: float, chat_rate: float, seconds: float, customers: int,
-    samples: list[float] | None,
+    samples: dict[str, list[float]] | None,
 ) -> dict[str, Any]:  # fmt: skip
     bootstrap = settings.bootstrap
     spec = feature_spec(settings)
@@ -229,7 +247,7 @@ def _measure(
             e1, t1 = _enriched_end(bootstrap, ns), time.monotonic()
             out["stream_eps_without_chat"] = (e1 - e0) / (t1 - t0)
             typer.echo(f"without chat: {out['stream_eps_without_chat']:,.0f} enriched/s")
-            latencies, sent = _chat_phase(bootstrap, ns, bank.ids, chat_rate, seconds)
+            replies, sent = _chat_phase(bootstrap, ns, bank.ids, chat_rate, seconds)
             e2, t2, c2 = _enriched_end(bootstrap, ns), time.monotonic(), _cpu(worker.pid)
             out["stream_eps_with_chat"] = (e2 - e1) / (t2 - t1)
             # what the worker's work costs, whatever the box's load (both phases)
@@ -240,9 +258,13 @@ def _measure(
             load.close()
         worker.check_alive()
         out["events_sent"] = load.sent
+    parts = split_latencies(replies)
     if samples is not None:
-        samples.extend(latencies)
-    lat = latency_percentiles(latencies)
+        for part, values in parts.items():
+            samples.setdefault(part, []).extend(values)
+    lat = latency_percentiles(parts["total"])
+    for part in ("to_worker", "from_worker"):
+        out[f"chat_{part}_ms"] = latency_percentiles(parts[part])
     out["chat_sent"], out["chat_replies"] = sent, lat["n"]
     out["chat_p50_ms"], out["chat_p99_ms"], out["chat_max_ms"] = lat["p50"], lat["p99"], lat["max"]
     before, after = out["stream_eps_without_chat"], out["stream_eps_with_chat"]
@@ -267,20 +289,27 @@ def _measure(
     return out
 
 
-def pooled_latencies(per_leg: dict[bool, list[list[float]]], warmup: bool) -> dict[str, Any]:
+def pooled_latencies(
+    per_leg: dict[bool, list[dict[str, list[float]]]], warmup: bool
+) -> dict[str, Any]:
     """Percentiles of all measured legs' replies together, per mode, and their cost: a
     leg's p99 rests on its slowest 1 % (40 replies at the defaults); pooled, on every
-    leg's. The warm-up leg (the first of each mode) is left out."""
-    out: dict[str, Any] = {}
-    for secure, legs in per_leg.items():
-        merged = [v for leg in legs[1 if warmup else 0 :] for v in leg]
-        out["secure" if secure else "insecure"] = latency_percentiles(merged)
-    on, off = out["secure"], out["insecure"]
-    out["security_cost"] = {
-        k: round((on[k] - off[k]) / off[k], 3) if on[k] is not None and off[k] else None
-        for k in ("p50", "p95", "p99")
-    }
-    return out
+    leg's. The warm-up leg (the first of each mode) is left out. ``halves`` does the same
+    for the two halves of each reply's latency (split_latencies)."""
+
+    def pool(part: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for secure, legs in per_leg.items():
+            merged = [v for leg in legs[1 if warmup else 0 :] for v in leg.get(part, [])]
+            out["secure" if secure else "insecure"] = latency_percentiles(merged)
+        on, off = out["secure"], out["insecure"]
+        out["security_cost"] = {
+            k: round((on[k] - off[k]) / off[k], 3) if on[k] is not None and off[k] else None
+            for k in ("p50", "p95", "p99")
+        }
+        return out
+
+    return {**pool("total"), "halves": {part: pool(part) for part in ("to_worker", "from_worker")}}
 
 
 def bench_chat_command(
@@ -314,11 +343,11 @@ def bench_chat_command(
     if security == "both" and not settings.bootstrap_servers:  # --bootstrap: that cluster
         from bench.security import compare_security
 
-        pooled: dict[bool, list[list[float]]] = {False: [], True: []}  # per leg, by mode
+        pooled: dict[bool, list[dict[str, list[float]]]] = {False: [], True: []}  # per leg
 
         def measure(bootstrap: str, secure: bool) -> dict[str, Any]:
             local = settings.model_copy(update={"bootstrap_servers": bootstrap})
-            pooled[secure].append([])
+            pooled[secure].append({})
             return run_bench(local, rate, chat_rate, seconds, customers, pooled[secure][-1])
 
         figures = {"chat_p50_ms": False, "chat_p99_ms": False, "stream_eps_with_chat": True,

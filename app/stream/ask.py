@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TopicPartition
 
 from app.features.records import ChatRequest
 from app.kafka.clients import make_consumer, make_producer
@@ -30,11 +30,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One answer and its round-trip latency."""
+    """One answer, its round-trip latency and how much of it came after the worker had
+    produced the reply (from the reply's Kafka CreateTime, ms resolution; None without)."""
 
     request_id: str
     doc: dict[str, Any]
     latency_s: float
+    from_worker_s: float | None = None
 
 
 class ChatClient:
@@ -113,7 +115,7 @@ class ChatClient:
         for msg in [first, *self._consumer.consume(num_messages=1000, timeout=0)]:
             if msg.error() is not None:
                 continue
-            now = time.perf_counter()
+            now, wall = time.perf_counter(), time.time()
             try:
                 doc = orjson.loads(msg.value() or b"")
             except orjson.JSONDecodeError:
@@ -121,7 +123,9 @@ class ChatClient:
             rid = doc.get("request_id") if isinstance(doc, dict) else None
             sent = self._pending.pop(rid, None) if isinstance(rid, str) else None
             if sent is not None:
-                out.append(Reply(str(rid), doc, now - sent))
+                kind, created_ms = msg.timestamp()
+                from_worker = wall - created_ms / 1000 if kind == TIMESTAMP_CREATE_TIME else None
+                out.append(Reply(str(rid), doc, now - sent, from_worker))
         return out
 
     def ask(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.security import leg_order, summarize
 
 
@@ -58,3 +60,30 @@ def test_a_missing_figure_fails_the_target() -> None:
 
     assert doc["security_cost"] == {"ms": None}
     assert doc["security_target_met"] is False
+
+
+def test_chat_latency_halves_are_split_by_the_replys_create_time_and_pooled_per_mode() -> None:
+    # Prepare: two replies with the worker's produce time, one without (no CreateTime)
+    from app.stream.ask import Reply
+    from bench.chat import pooled_latencies, split_latencies
+
+    replies = [Reply("a", {}, 0.010, 0.004), Reply("b", {}, 0.020, 0.002), Reply("c", {}, 0.030)]
+
+    # Execute
+    parts = split_latencies(replies)
+    pooled = pooled_latencies(
+        {False: [{}, {k: list(v) for k, v in parts.items()}],  # first leg: the warm-up
+         True: [{"total": [1e6]}, {"total": [20.0], "to_worker": [10.0], "from_worker": [5.0]}]},
+        warmup=True,
+    )  # fmt: skip
+
+    # Assert: the halves add up to the whole; the one without a timestamp only in the total
+    assert parts["total"] == pytest.approx([10.0, 20.0, 30.0])
+    assert parts["from_worker"] == pytest.approx([4.0, 2.0])
+    assert parts["to_worker"] == pytest.approx([6.0, 18.0])
+    assert pooled["insecure"]["n"] == 3 and pooled["secure"]["n"] == 1  # warm-up left out
+    assert pooled["security_cost"]["p50"] == pytest.approx(0.0)
+    halves = pooled["halves"]
+    assert halves["from_worker"]["insecure"]["p50"] == pytest.approx(3.0)
+    assert halves["from_worker"]["security_cost"]["p50"] == pytest.approx(2 / 3, abs=1e-3)
+    assert halves["to_worker"]["secure"]["p50"] == pytest.approx(10.0)
