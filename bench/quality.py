@@ -138,9 +138,12 @@ def river_prequential(stream: Stream) -> dict[str, Any]:
 
 
 def run_stream(
-    stream: Stream, overrides: dict[str, Any] | None = None, river: bool = True
+    stream: Stream,
+    overrides: dict[str, Any] | None = None,
+    river: bool = True,
+    ceiling: bool = False,
 ) -> dict[str, Any]:
-    """Federated, centralised, local-only (and River) figures of one stream."""
+    """Federated, centralised, local-only (and River, and the batch ceiling) figures."""
     from app.fl.simulate import plan_rounds, run_centralised, run_federated, run_local
 
     cfg = FLConfig.from_run_config({**DEFAULTS, **(overrides or {})})
@@ -167,6 +170,10 @@ def run_stream(
     }
     if river:
         out["river"] = river_prequential(stream)
+    if ceiling:
+        from bench.quality_ceiling import batch_ceiling
+
+        out["ceiling"] = batch_ceiling(stream)
     return out
 
 
@@ -194,6 +201,14 @@ def _print_table(result: dict[str, Any]) -> None:
         if f is not None and "segments" in f:
             typer.echo(
                 f"{name:>12} " + " ".join(f"{'-' if c is None else c:>8}" for c in f["segments"])
+            )
+    ceiling = result.get("ceiling")
+    if ceiling:
+        typer.echo(f"{'':>12} batch learners retrained each quarter on all earlier rows")
+        for name, label in (("logistic", "batch LR"), ("gbm", "batch GBM"),
+                            ("gbm_one_silo", "GBM silo 0")):  # fmt: skip
+            typer.echo(
+                f"{label:>12} " + " ".join(f"{'-' if c is None else c:>8}" for c in ceiling[name])
             )
     for name in ("federated", "centralised", "local_only"):
         silos = result[name]["silos"]
@@ -228,6 +243,9 @@ def bench_quality_command(
         None, "--run-config", "-c", help="Run-config override KEY=VALUE (default: none)."
     ),
     river: bool = typer.Option(True, help="Also run River's online logistic regression."),
+    ceiling: bool = typer.Option(
+        True, help="Also retrain batch logistic regression and boosted trees each quarter."
+    ),
 ) -> None:
     """Whole-run prequential ROC/PR AUC: federated vs centralised, local-only and River."""
     from app.fl.cli import _overrides
@@ -242,7 +260,9 @@ def bench_quality_command(
         logger.info(
             "%s: %d labelled rows loaded in %.1f s", name, stream.labelled, time.perf_counter() - t0
         )
-        result = run_stream(stream, {"n-features": stream.n_features, **overrides}, river=river)
+        result = run_stream(
+            stream, {"n-features": stream.n_features, **overrides}, river=river, ceiling=ceiling
+        )
         result["checks"] = _checks(result)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         _print_table(result)
