@@ -8,6 +8,9 @@ For each stream (:mod:`bench.quality_streams`) and the same rows:
 - **local-only**: every silo trains alone on its own rows of the same rounds;
 - **river**: River's online logistic regression with standard scaling, one row at a time
   in event-time order (predict, then learn), the online learner a user would try first.
+- **ceiling** (:mod:`bench.quality_ceiling`): batch logistic regression and boosted trees
+  retrained at every quarter of the run on all earlier rows, to tell a poor fit from
+  features that carry no more (not prequential per row; an upper reference).
 
 Every figure is whole-run and prequential (each row scored before anything trains on it):
 ROC AUC and PR AUC (average precision) computed exactly from the scores, and beside them
