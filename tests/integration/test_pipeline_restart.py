@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,6 +50,12 @@ PIPELINE = Path(__file__).parent / "pipelines" / "durable_state.py"
 SILOS = (0, 1)
 T0 = 1_709_251_200.0
 ACCOUNTS, PAYMENTS = 150, 20_000
+# Payments are sent at a pace, not all at once: a quiet box's worker took all 20,000 in
+# ~10 s, commits then followed each other with no quiet stretch (so no state burst was
+# seen) and the stream was done before the kill ("killed too late", CI). At the pace the
+# worker idles between chunks, so a commit's state write stands out, and the stream is
+# still running when the worker is killed, however fast the box.
+CHUNK, CHUNK_EVERY_S = 250, 0.25  # 1,000 payments/s: 20 s in all
 
 
 def _events() -> tuple[list[tuple[str, bytes, bytes]], list[tuple[str, bytes, bytes]]]:
@@ -80,8 +87,33 @@ def _rows(rows: dict[int, Any]) -> dict[int, Counter[tuple[bytes, float]]]:
     return out
 
 
+class PacedProducer(threading.Thread):
+    """Sends ``records`` in chunks of CHUNK every CHUNK_EVERY_S; ``join_checked`` raises
+    what the sending raised."""
+
+    def __init__(self, bootstrap: str, records: list[tuple[str, bytes | None, bytes]]) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.records = bootstrap, records
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for i in range(0, len(self.records), CHUNK):
+                t0 = time.monotonic()
+                produce_records(self.bootstrap, self.records[i : i + CHUNK])
+                time.sleep(max(0.0, CHUNK_EVERY_S - (time.monotonic() - t0)))
+        except BaseException as exc:  # reported by join_checked
+            self.error = exc
+
+    def join_checked(self, timeout_s: float = 120) -> None:
+        self.join(timeout_s)
+        assert not self.is_alive(), "payments still being sent"
+        if self.error is not None:
+            raise self.error
+
+
 def _kill_when_state_lands(worker: WorkerProcess, data_dir: Path, quiet_s: float = 0.1,
-                           burst_bytes: int = 4096) -> None:  # fmt: skip
+                           burst_bytes: int = 4096, within_s: float = 5.0) -> None:  # fmt: skip
     """SIGKILL the worker the instant a commit starts writing key states to RocksDB.
 
     The worker's key-state table (``windows``) is a RocksDB store per partition whose
@@ -90,7 +122,8 @@ def _kill_when_state_lands(worker: WorkerProcess, data_dir: Path, quiet_s: float
     offsets (~50 bytes each). The first burst of ``burst_bytes`` after ``quiet_s`` without
     growth is a commit's state write; the kill lands right there, the moment a worker that
     wrote state before its rows were delivered loses them (its frames still in the
-    producer then). A smaller burst that goes quiet again (offsets) is not it.
+    producer then). A smaller burst that goes quiet again (offsets) is not it. No burst
+    within ``within_s``: killed then (still mid-stream, a restart test all the same).
     """
     wals = sorted(data_dir.glob("worker/*/v1/tables/windows-*.db/*.log"))
     assert wals, "no key-state store yet"
@@ -104,7 +137,7 @@ def _kill_when_state_lands(worker: WorkerProcess, data_dir: Path, quiet_s: float
                 out.append(0)
         return out
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + within_s
     last = sizes()
     base: list[int] | None = None  # sizes where the current burst started
     changed = started = time.monotonic()
@@ -123,7 +156,7 @@ def _kill_when_state_lands(worker: WorkerProcess, data_dir: Path, quiet_s: float
                 return
             last, changed = now, t
     worker.check_alive()  # no state burst seen (e.g. an unusually small state): kill now
-    print("\nno key-state write seen within 60 s; killed at a random moment")
+    print(f"\nno key-state write seen within {within_s} s; killed at a random moment")
     worker.stop(signal.SIGKILL)
 
 
@@ -204,7 +237,8 @@ def test_a_user_pipeline_resumes_its_state_after_a_kill(
         worker.start()
         produce_records(kafka_bootstrap, _in(ns, accounts))
         wait_committed(kafka_bootstrap, group, inputs, timeout_s=180, worker=worker)
-        produce_records(kafka_bootstrap, _in(ns, payments))
+        sender = PacedProducer(kafka_bootstrap, _in(ns, payments))
+        sender.start()
         deadline = time.monotonic() + 180
         while committed_total(kafka_bootstrap, group, inputs[1]) < PAYMENTS // 3:
             worker.check_alive()
@@ -216,6 +250,7 @@ def test_a_user_pipeline_resumes_its_state_after_a_kill(
         at_kill = sum(kill_commits.values())
         assert at_kill < PAYMENTS, "killed too late to test a restart"
         worker.start()
+        sender.join_checked()
         wait_committed(kafka_bootstrap, group, inputs, timeout_s=240, worker=worker)
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
     except BaseException:
