@@ -199,9 +199,10 @@ def split_latencies(replies: list[Reply]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"total": [], "to_worker": [], "from_worker": []}
     for r in replies:
         out["total"].append(r.latency_s * 1000)
-        if r.from_worker_s is not None:
-            out["from_worker"].append(r.from_worker_s * 1000)
-            out["to_worker"].append((r.latency_s - r.from_worker_s) * 1000)
+        # an older revision's Reply (bench chat --against) has no from_worker_s
+        if (from_worker := getattr(r, "from_worker_s", None)) is not None:
+            out["from_worker"].append(from_worker * 1000)
+            out["to_worker"].append((r.latency_s - from_worker) * 1000)
     return out
 
 
@@ -333,6 +334,14 @@ def bench_chat_command(
     warmup: Annotated[
         bool, typer.Option(help="--security both: one leg per mode first, not compared.")
     ] = True,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="Also run the chat path of this git revision (on a PLAINTEXT broker), "
+            "--repeats mirrored rounds of it, this insecure and this secure "
+            "(bench/chat_against.py)."
+        ),
+    ] = None,
 ) -> None:
     """Chatbot p50/p99 reply latency at a steady request rate while the stream runs, the
     stream's throughput with and without that load, and event-to-enriched latency."""
@@ -340,6 +349,18 @@ def bench_chat_command(
     from app.cli_support import require_broker
 
     settings = settings_from(ctx)
+    if against is not None:
+        from bench.chat_against import compare_chat_revisions
+
+        doc = compare_chat_revisions(
+            against, settings.cache_dir, settings.silos, repeats, warmup,
+            rate=rate, chat_rate=chat_rate, seconds=seconds, customers=customers,
+        )  # fmt: skip
+        typer.echo(f"pooled p50/p95/p99 against {against}: {doc['vs_reference']}; security "
+                   f"{doc['security_cost']}; target <= {doc['target_vs_reference']} (secure): "
+                   f"{'met' if doc['target_met'] else 'NOT met'}")  # fmt: skip
+        typer.echo(orjson.dumps(doc).decode())
+        return
     if security == "both" and not settings.bootstrap_servers:  # --bootstrap: that cluster
         from bench.security import compare_security
 
