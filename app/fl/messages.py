@@ -10,7 +10,8 @@ Client -> server (one reply per round, evaluation inside)::
 
     "arrays":  ArrayRecord   locally trained parameters (same keys)
     "metrics": MetricRecord  num-examples (aggregation weight), rows, no-data, silo-id,
-                             train-loss, train/score/read seconds, skipped-frames
+                             train-loss, train-positives (0/1: the rows trained on held
+                             a positive), train/score/read seconds, skipped-frames
     "evaluation": ConfigRecord  prequential score histograms + log-loss sum, moment
                              statistics of the new rows, topic read, reply size
 
@@ -191,6 +192,7 @@ def build_reply(
             "no-data": 0 if result else 1,
             "silo-id": int(silo),
             "train-loss": _metric(result.train_loss) if result else -1.0,
+            "train-positives": int(result.trained_on_positives) if result else 0,
             "train-seconds": float(result.train_seconds) if result else 0.0,
             "score-seconds": float(result.score_seconds) if result else 0.0,
             "read-seconds": float(read_seconds),
@@ -273,6 +275,9 @@ def parse_reply(msg: Message) -> ParsedReply:
         n_examples=int(metrics[WEIGHT_KEY]),  # type: ignore[arg-type]
         histogram=histogram,
         train_loss=loss if loss >= 0 else float("nan"),
+        trained_on_positives=(
+            bool(metrics["train-positives"]) if "train-positives" in metrics else None
+        ),
         extra={
             "topic": topic,
             "reply_values": int(ev.get("reply-values", 0)),  # type: ignore[arg-type]

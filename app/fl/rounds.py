@@ -32,6 +32,7 @@ __all__ = [
     "base_rate",
     "prequential_round",
     "prior_shift",
+    "rate_of",
     "round_metrics",
     "silo_offsets",
     "standardisation",
@@ -68,6 +69,10 @@ class SiloRoundResult:
         metrics in ``bench quality``; never put into a reply).
     replay : ReplayBuffer or None
         The silo's replay buffer after this round's rows (stays in the silo).
+    trained_on_positives : bool
+        Whether the rows trained on (new and replayed) held a positive: an update from
+        negatives alone says nothing about the positive class (see
+        :func:`app.fl.aggregation.informative`).
     """
 
     arrays: list[np.ndarray]
@@ -80,6 +85,7 @@ class SiloRoundResult:
     score_seconds: float
     scores: np.ndarray | None = None
     replay: ReplayBuffer | None = None
+    trained_on_positives: bool = False
 
 
 def standardisation(
@@ -94,7 +100,12 @@ def standardisation(
 def base_rate(labels: npt.ArrayLike) -> float:
     """Smoothed positive rate ``(pos + 0.5) / (n + 1)`` of known labels, in [1e-4, 0.5]."""
     y = np.asarray(labels).reshape(-1)
-    rate = (float((y > 0).sum()) + 0.5) / (y.size + 1.0)
+    return rate_of(int((y > 0).sum()), int(y.size))
+
+
+def rate_of(positives: int, labelled: int) -> float:
+    """:func:`base_rate` from counts: ``(positives + 0.5) / (labelled + 1)``, in [1e-4, 0.5]."""
+    rate = (float(positives) + 0.5) / (labelled + 1.0)
     return float(min(0.5, max(1e-4, rate)))
 
 
@@ -237,6 +248,7 @@ def prequential_round(
         score_seconds=score_seconds,
         scores=scores,
         replay=None if replay is None else replay.add(x, labels, seed=config.seed),
+        trained_on_positives=bool(result.n_examples) and bool((ty > 0).any()),
     )
 
 
@@ -267,7 +279,10 @@ class RoundPolicy:
 
 @dataclass(frozen=True)
 class SiloEvaluation:
-    """The aggregate-only part of one silo's reply, as the server sees it."""
+    """The aggregate-only part of one silo's reply, as the server sees it.
+
+    ``trained_on_positives`` is None when the reply does not say (an older ClientApp).
+    """
 
     silo: int
     rows: int
@@ -275,6 +290,7 @@ class SiloEvaluation:
     histogram: ScoreHistogram
     train_loss: float = float("nan")
     extra: Mapping[str, Any] | None = None
+    trained_on_positives: bool | None = None
 
 
 def _finite(value: float) -> float | None:

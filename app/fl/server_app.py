@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
+from app.fl.aggregation import informative, pooled_prior_shift, shift_parameter
 from app.fl.config import FLConfig
 from app.fl.kafka_io import publish_round, read_models
 from app.fl.messages import (
@@ -45,7 +46,7 @@ from app.fl.whole_run import WholeRun
 from app.kafka.security import PLAINTEXT, read_client_config, use
 from app.model.config import ModelConfig
 from app.model.frame import SILO_OFFSETS_KEY, model_version_for
-from app.model.params import init_arrays, param_names, with_prior
+from app.model.params import head_bias_index, init_arrays, param_names, with_prior
 from app.model.standardize import MomentStats, merge_all
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "initial_arrays",
     "initial_state",
     "offsets_of",
+    "prior_parameter",
     "run_rounds",
 ]
 
@@ -145,14 +147,21 @@ def initial_state(cfg: FLConfig, model_cfg: ModelConfig, spec_version: str) -> S
 
 
 def absorb_replies(
-    state: ServerState, strategy: Strategy, round_: int, parsed: list[ParsedReply]
+    state: ServerState,
+    strategy: Strategy,
+    round_: int,
+    parsed: list[ParsedReply],
+    head_bias: str | None = None,
 ) -> ArrayRecord | None:
     """Merge a round's standardisation statistics and aggregate the contributing replies.
 
     The one server step between "replies parsed" and "round published"; the ServerApp
     and ``bench quality`` (in-process rounds) both call it. None = nobody trained.
+    Replies that trained on negatives only sit out when others saw a positive
+    (:func:`app.fl.aggregation.informative`); ``head_bias`` (a round in which the silos
+    set their own prior, see :func:`prior_parameter`) is then moved to the pooled base rate.
     """
-    contributing = [p for p in parsed if p.contributes]
+    contributing = informative(parsed)
     # Rows read without labels are consumed (committed) too: their moments count
     # towards the standardisation even when no silo trained (as in the baseline).
     with_rows = [p.moments for p in parsed if p.moments.count]
@@ -163,7 +172,23 @@ def absorb_replies(
     messages = [p.message for p in contributing]
     calibrate_for_dp(strategy, messages)
     aggregated, _ = strategy.aggregate_train(round_, messages)
+    if aggregated is not None and head_bias is not None:
+        evaluations = [p.evaluation for p in parsed if not p.no_data]
+        shift = pooled_prior_shift(evaluations, [p.evaluation for p in contributing])
+        aggregated = shift_parameter(aggregated, head_bias, shift)
     return aggregated
+
+
+def prior_parameter(cfg: FLConfig, state: ServerState, model_cfg: ModelConfig) -> str | None:
+    """The head bias to move to the pooled base rate after this round, if the silos set it.
+
+    Only for a plain weighted average (FedAvg, FedProx): FedAdam's step is not an average
+    of the silos' parameters, so there is no average of their priors to correct.
+    """
+    if not asks_prior(cfg, state) or cfg.strategy == "fedadam":
+        return None
+    index = head_bias_index(model_cfg)
+    return None if index is None else param_names(model_cfg)[index]
 
 
 def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerState:
@@ -213,7 +238,8 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
                 errors.append(f"node {reply.metadata.src_node_id}: {exc}")
         for problem in errors:
             logger.warning("round %d: dropped reply from %s", next_round, problem)
-        aggregated = absorb_replies(state, strategy, next_round, parsed)
+        head_bias = prior_parameter(cfg, state, model_cfg)
+        aggregated = absorb_replies(state, strategy, next_round, parsed, head_bias)
         state.ledger.confirm_replies(
             (p.evaluation.silo, p.message) for p in parsed if not p.no_data
         )
@@ -239,7 +265,7 @@ def run_rounds(grid: Grid, cfg: FLConfig, stop_after_idle: int = 0) -> ServerSta
         backoff.reset()
         state.round = next_round
         state.arrays = arrays_from_record(aggregated, names)
-        contributing = [p for p in parsed if p.contributes]
+        contributing = informative(parsed)
         privacy = ledger.record_round() if ledger is not None else None
         _publish(
             cfg, model_cfg, spec_version, state, parsed, contributing, time.perf_counter() - t0,
@@ -297,7 +323,7 @@ def _publish(
     metrics["aggregated_silos"] = sorted(p.evaluation.silo for p in contributing)
     metrics["standardisation_rows"] = state.moments.count
     metrics["whole_run"] = state.whole_run.summary()
-    metrics["participation"] = participation(cfg, state, parsed, contributing)
+    metrics["participation"] = participation(cfg, state, parsed)
     metrics["privacy"] = privacy  # epsilon spent so far at delta (None: no DP noise)
     metrics[LEDGER_KEY] = state.ledger.as_json()
     frame, version = make_model_frame(
@@ -325,9 +351,7 @@ def _publish(
     )
 
 
-def participation(
-    cfg: FLConfig, state: ServerState, parsed: list[ParsedReply], contributing: list[ParsedReply]
-) -> dict[str, Any]:
+def participation(cfg: FLConfig, state: ServerState, parsed: list[ParsedReply]) -> dict[str, Any]:
     """Who took part in a round and with how many rows (``fl.metrics`` ``participation``).
 
     ``rows`` per silo are all rows it read since the previous published round (rounds in
@@ -341,7 +365,7 @@ def participation(
         "policy": cfg.round_policy,
         "round_rows": cfg.policy().target(state.round),
         "replied": len(parsed),
-        "trained": len(contributing),
+        "trained": sum(1 for p in parsed if p.contributes),  # averaged: aggregated_silos
         "rows": {str(s): n for s, n in sorted(rows.items())},
     }
 

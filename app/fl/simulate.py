@@ -38,6 +38,7 @@ from app.fl.server_app import (
     asks_prior,
     initial_arrays,
     offsets_of,
+    prior_parameter,
 )
 from app.fl.strategy import build_strategy
 from app.model.metrics import ScoreHistogram, merge_histograms
@@ -231,7 +232,8 @@ def run_federated(
             parsed.append(p)
             scores = result.scores if result.scores is not None else np.zeros(0)
             out.add(silo, scores, y, p.evaluation.histogram)
-        aggregated = absorb_replies(state, strategy, r, parsed)
+        head_bias = prior_parameter(cfg, state, cfg.model_config(n_features))
+        aggregated = absorb_replies(state, strategy, r, parsed, head_bias)
         if aggregated is not None:  # as the ServerApp: a round nobody trained in is idle
             state.arrays = arrays_from_record(aggregated, names)
             state.round += 1
