@@ -16,11 +16,12 @@
   another silo gets "not authorised" and no data; malformed requests go to the tenant's
   dead-letter topic and, when their id is readable, get an error reply.
 
-Outputs go through an :class:`Outbox` of two confluent-kafka producers (C-level batching;
-Faust's ``send_soon`` costs far more per record): a batching one for enriched records and
-a low-latency one for replies. The worker flushes the outbox right before every offset
-commit, like the silo frames, so a committed offset means its enriched record and reply
-were delivered (at-least-once).
+Outputs go through an :class:`~app.stream.outbox.Outbox` of two confluent-kafka producers
+(C-level batching; Faust's ``send_soon`` costs far more per record): a batching one for
+enriched records and a low-latency one for replies. Before the worker writes state or
+commits offsets it awaits :meth:`StreamLoop.delivered` (like the silo frames' flush), so a
+committed offset means its enriched record and reply were delivered (at-least-once); the
+wait never holds the event loop, also with the broker down.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import orjson
 
 from app.features.event_time import StreamClock
 from app.features.validation import InvalidRecord, check_key, parse_chat_request
-from app.kafka.clients import delivery_errors, make_producer
 from app.pipeline.activity import activity, feature_phrase
 from app.pipeline.dsl import WindowStep
 from app.stream.chatbot import (
@@ -49,6 +49,7 @@ from app.stream.chatbot import (
     unknown_customer_reply,
 )
 from app.stream.model_follower import LiveModel, ModelFollower
+from app.stream.outbox import Outbox
 from app.stream.processor import Batch, Joined, StreamProcessor, dead_letter, dead_letter_key
 from app.stream.tenancy import ChatRoute, chat_routes
 from topics import FEATURES_ENRICHED, OPERATOR, namespaced
@@ -58,39 +59,6 @@ __all__ = ["LatestTxn", "LoopCounters", "Outbox", "StreamLoop"]
 logger = logging.getLogger(__name__)
 
 _MAX_REMEMBERED = 200_000
-
-
-class Outbox:
-    """Two producers: ``bulk`` (enriched, 2 ms linger) and ``fast`` (replies, no linger)."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bulk = make_producer(bootstrap, **{"linger.ms": 2})
-        self.fast = make_producer(bootstrap, **{"linger.ms": 0, "compression.type": "none"})
-        self.errors = delivery_errors()
-
-    @staticmethod
-    def _send(producer: Any, topic: str, key: bytes | None, value: bytes, cb: Any) -> None:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=cb)
-                return
-            except BufferError:
-                producer.poll(0.05)
-
-    def send_bulk(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._send(self.bulk, topic, key, value, self.errors)
-
-    def send_fast(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._send(self.fast, topic, key, value, self.errors)
-        self.fast.poll(0)
-
-    def poll(self) -> None:
-        self.bulk.poll(0)
-        self.fast.poll(0)
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        """Wait for every queued record; returns how many are still queued."""
-        return int(self.bulk.flush(timeout_s)) + int(self.fast.flush(timeout_s))
 
 
 @dataclass(slots=True)
@@ -363,12 +331,11 @@ class StreamLoop:
         if self.outbox is not None:
             self.outbox.poll()
 
-    def flush(self) -> None:
-        """Deliver everything queued (called right before Faust commits offsets)."""
+    async def delivered(self) -> None:
+        """Return once everything sent so far is delivered (awaited before the worker
+        writes state or commits offsets; the event loop runs meanwhile)."""
         if self.outbox is not None:
-            left = self.outbox.flush()
-            if left:
-                logger.error("%d enriched/reply records not delivered before commit", left)
+            await self.outbox.wait_delivered()
 
 
 def _as_of(stream_now: float | None, customer_last: float | None) -> float:

@@ -76,7 +76,7 @@ def attach_loop(
         if follow_models
         else None
     )
-    outbox = Outbox(settings.bootstrap)
+    outbox = Outbox.connect(settings.bootstrap)
     loop = StreamLoop(spec, processor, outbox, follower, ns, settings.chat_tenants)
     misplaced = Repartitioner(settings.input_partitions, {})  # requests keyed by customer
     reader = ChatRequestReader(

@@ -107,6 +107,8 @@ class WorkerHandle:
         self.app = app
         self.processor = processor
         self.last_event: dict[tuple[str, int], Any] = {}
+        # per stream partition, the position after the last record of a finished batch
+        self.finished: dict[Any, int] = {}
         self.loop: Any = None  # app.stream.loop.StreamLoop, set by create_worker_app
         self.commit_ms = CommitTimes()
         self.loop_lag = LoopLag()
@@ -234,7 +236,7 @@ def create_worker_app(
     def flush_frames() -> None:
         send_frames(processor.flush_all(_now_ms()))
 
-    committer = Committer(app, handle, writer, flush_frames, loop.flush)
+    committer = Committer(app, handle, writer, flush_frames, loop.delivered)
     processed_positions = committer.processed_positions
     # the staged state, written once its rows are delivered (app.stream.staged_state)
     app.before_offset_commit = committer.write_staged
@@ -335,6 +337,8 @@ def create_worker_app(
                                    source.time, partial(run_chunk, taken, forwarded),
                                    forwarded, TAKE_WITHIN_S)  # fmt: skip
             pace.add(len(taken))
+            for event in taken:  # acked by Faust once this iteration ends: committable
+                handle.finished[event.message.tp] = event.message.offset + 1
 
     @every(app, 0.2)
     async def flush_due_batches() -> None:
@@ -385,7 +389,7 @@ def create_worker_app(
         # outputs delivered, then all state written and delivered, before the partitions
         # move (or their next owner recovers state without it)
         await committer.flush_everything()
-        handle.commit_watch.reset(processed_positions())
+        handle.commit_watch.reset(committer.finished_positions())
         pace.reset()
         processor.forget({tp.partition for tp in revoked if tp.topic == stream_name})
         if table_name is not None:

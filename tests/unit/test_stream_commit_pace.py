@@ -118,17 +118,21 @@ class _Consumer:
         return True
 
 
+async def _delivered() -> None:
+    """The outbox with nothing open."""
+
+
 def test_a_stalled_commit_is_logged_with_where_it_waits_and_awaited(
     loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     consumer = _Consumer()
     app = SimpleNamespace(consumer=consumer, rebalancing=False)
     handle = SimpleNamespace(
-        inputs_open=asyncio.Event(), commit_ms=CommitTimes(), last_event={},
+        inputs_open=asyncio.Event(), commit_ms=CommitTimes(), last_event={}, finished={},
         commit_watch=SimpleNamespace(observe=lambda *a: []),
     )  # fmt: skip
     writer = SimpleNamespace(delete=lambda: None, chunks=lambda: iter(()), stream_topic="t")
-    committer = Committer(app, handle, writer, lambda: None, lambda: None)  # type: ignore[arg-type]
+    committer = Committer(app, handle, writer, lambda: None, _delivered)  # type: ignore[arg-type]
     committer.stall_s = 0.2
     committer.pace.add(100)
 
@@ -161,12 +165,12 @@ def test_positions_committed_by_another_commit_count_as_confirmed(
     event = SimpleNamespace(message=SimpleNamespace(tp=tp, offset=499))
     handle = SimpleNamespace(
         inputs_open=asyncio.Event(), commit_ms=CommitTimes(),
-        last_event={("bank.transactions", 0): event},
+        last_event={("bank.transactions", 0): event}, finished={},
         commit_watch=SimpleNamespace(observe=lambda *a: []),
     )  # fmt: skip
     writer = SimpleNamespace(delete=lambda: None, chunks=lambda: iter(()),
                              stream_topic="bank.transactions")  # fmt: skip
-    committer = Committer(app, handle, writer, lambda: None, lambda: None)  # type: ignore[arg-type]
+    committer = Committer(app, handle, writer, lambda: None, _delivered)  # type: ignore[arg-type]
     committer.pace.add(700)
     loop.run_until_complete(asyncio.wait_for(committer.commit_in_steps(), 5))
     assert committer.pace.unconfirmed == 0
