@@ -6,7 +6,8 @@ run (on a temporary directory standing for the `secrets` volume) and every file 
 service names under that volume must then exist; every flag given to the SuperLink and
 the SuperNodes is one their `--help` lists, and the TLS/authentication flags are exactly
 those `fl up` uses; every fedstream command line parses; the SuperNodes' per-node Kafka
-setting resolves to the broker's host; nothing runs --insecure.
+setting resolves to the broker's host; nothing runs --insecure; every service says what
+happens when it dies, and every service others wait for as healthy has a health check.
 """
 
 from __future__ import annotations
@@ -180,3 +181,41 @@ def test_every_fedstream_command_line_parses() -> None:
     for name, command in commands.items():
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, (name, result.output)
+
+
+ONE_SHOT = {"setup", "topics", "fl-register", "fl-run"}
+"""Services that run to completion (others wait for them to complete, or nothing does)."""
+
+
+def _waited_for(services: dict[str, dict[str, Any]], condition: str) -> set[str]:
+    """Services some other service waits for with ``condition``."""
+    out = set()
+    for service in services.values():
+        deps = service.get("depends_on") or {}
+        if isinstance(deps, list):  # the short form: started, not waited for
+            continue
+        for dep, cond in deps.items():
+            if isinstance(cond, dict) and cond.get("condition") == condition:
+                out.add(dep)
+    return out
+
+
+def test_every_long_running_service_is_restarted_and_one_shots_are_not() -> None:
+    services = _services()
+    for name, service in services.items():
+        policy = service.get("restart")
+        if name in ONE_SHOT:
+            assert policy in ("no", "on-failure"), f"{name}: {policy}"
+        else:  # the broker too: format.args has --ignore-formatted, a restart keeps data
+            assert policy == "unless-stopped", f"{name} is not restarted when it dies"
+    assert _waited_for(services, "service_completed_successfully") <= ONE_SHOT
+
+
+def test_services_waited_for_as_healthy_have_health_checks() -> None:
+    services = _services()
+    healthy = _waited_for(services, "service_healthy")
+    assert {"kafka", "superlink", "supernode-0"} <= healthy
+    for name in healthy | {"worker"}:
+        assert "test" in services[name].get("healthcheck", {}), f"{name}: no health check"
+    alive = " ".join(services["worker"]["healthcheck"]["test"])
+    assert "/worker/0/alive" in alive  # touched by the worker's progress timer (event loop)
