@@ -58,7 +58,11 @@ def arm_order(rounds: int, warmup: bool) -> list[tuple[str, bool]]:
 
 
 def _figures(leg: dict[str, Any]) -> dict[str, Any]:
-    return {k: leg["result"].get(k) for k in (*LEG_FIGURES, "load_avg")}
+    res = leg["result"]
+    out = {k: res.get(k) for k in (*LEG_FIGURES, "load_avg")}
+    for part in ("event_to_enriched_ms", "chat_to_worker_ms", "chat_from_worker_ms"):
+        out[f"{part}.p50"] = (res.get(part) or {}).get("p50")
+    return out
 
 
 def _cost(value: float | None, base: float | None) -> float | None:

@@ -63,7 +63,9 @@ class ChatClient:
             # never joined (assign only), but named: the tenant's ACLs grant this prefix
             bootstrap,
             f"{ask_group_prefix(tenant)}{uuid.uuid4().hex[:8]}",
-            **{"fetch.wait.max.ms": 5},
+            # a long poll: the broker answers as soon as a reply is appended (5 ms made
+            # up to 200 empty fetches/s)
+            **{"fetch.wait.max.ms": 500},
         )
         self._pending: dict[str, float] = {}
         self._assign()
