@@ -28,6 +28,7 @@ from faust.sensors import Sensor
 from faust.streams import _current_event
 
 from app.stream.commit_pace import CommitPace
+from app.stream.offsets import WATCHED_BY_CALLER
 from app.stream.staged_state import Snapshot, StagedState
 from app.stream.task_dump import task_stacks
 
@@ -309,7 +310,11 @@ class Committer:
         handle.inputs_open.clear()
         try:
             t0 = time.perf_counter()
-            committing = asyncio.ensure_future(app.consumer.commit())
+            token = WATCHED_BY_CALLER.set(True)  # _finish logs a stall (the task copies it)
+            try:
+                committing = asyncio.ensure_future(app.consumer.commit())
+            finally:
+                WATCHED_BY_CALLER.reset(token)
             await asyncio.sleep(0)  # the commit's first step: sensor, offsets
             mark, want = self.pace.picked(), self._stream_positions()
             handle.inputs_open.set()
@@ -346,7 +351,9 @@ class Committer:
             if waited == self.stall_s:
                 loops = [asyncio.get_running_loop(), consumer_loop(self.app)]
                 where = "; where it waits:\n" + task_stacks([x for x in loops if x is not None])
-            logger.warning("offset commit not done after %.0f s%s", waited, where)
+            state = getattr(self.app.consumer, "commit_state", None)
+            step = f": {state()}" if state is not None else ""
+            logger.warning("offset commit not done after %.0f s%s%s", waited, step, where)
 
     def _stream_positions(self) -> dict[Any, int]:
         """Per stream partition, the position after its last processed event."""

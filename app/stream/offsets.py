@@ -24,13 +24,26 @@ processed, a stale record ahead of the committed offset made Faust drop the reco
 it as already read, and the worker lost rows in 2 of 2 runs of the rebalance test.
 ``tests/unit/test_stream_offsets.py`` runs Faust's own code to show the crawl on stock
 behaviour: when that test fails, Faust fixed it and this module can go.
+
+Every commit, whichever path starts it (the worker's timer, Faust's own timer, the
+revoke handler's ``wait_empty``, shutdown), says which step it is in
+(:attr:`OffsetSafeConsumer.commit_step`); one not done after :data:`COMMIT_WATCH_S` is
+logged with that step (for the broker commit also aiokafka's coordinator, generation and
+commit lock), and again every as long. None of Faust's or aiokafka's waits in a commit
+has a bound of its own that short: another commit under way (waited for without limit),
+the worker's delivery wait (as long as the broker is down), Faust's producer flush
+(aiokafka expires a batch only after ``producer_request_timeout``, 1,200 s), the call into
+the consumer thread, and aiokafka's ``commit_offsets``, which retries retriable errors
+(coordinator unknown, load in progress, request timed out) without limit, logging them
+at INFO only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -38,9 +51,25 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 
-__all__ = ["OffsetSafeConsumer", "OffsetSafeTransport", "WorkerFaustApp"]
+__all__ = [
+    "COMMIT_WATCH_S",
+    "WATCHED_BY_CALLER",
+    "OffsetSafeConsumer",
+    "OffsetSafeTransport",
+    "WorkerFaustApp",
+]
 
 logger = logging.getLogger(__name__)
+
+COMMIT_WATCH_S = 15.0
+"""A commit not done after this long is logged with the step it waits in (and again every
+as long); normal: 0.2-0.8 s, 1-2 s on a loaded box."""
+
+WATCHED_BY_CALLER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "fedstream_commit_watched_by_caller", default=False
+)
+"""Set by a caller that watches its own commit (the worker's timer, app.stream.commit):
+the consumer then only tracks the step, the caller logs it."""
 
 
 class OffsetSafeConsumer(aiokafka_driver.Consumer):
@@ -190,14 +219,74 @@ class OffsetSafeConsumer(aiokafka_driver.Consumer):
             logger.warning("Faust left %d fetched records unhanded (flow %s); fetching again: %s",
                            n, flow, where)  # fmt: skip
 
+    commit_step = ""  # what the commit under way waits for ("" when none is)
+    stalled_commits = 0  # COMMIT_WATCH_S periods a commit was not done (watched here)
+
+    async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """Faust's commit, its steps tracked and, unless the caller watches it, a stall
+        logged (see the module docstring)."""
+        follower = self._commit_fut is not None  # Faust waits for the one under way
+        watch = None
+        if not WATCHED_BY_CALLER.get():
+            watch = asyncio.ensure_future(self._watch_commit(follower))
+        if not follower:
+            self.commit_step = "picking offsets (sensor: frames sent, state staged)"
+        try:
+            return bool(await super().commit(topics, start_new_transaction))
+        finally:
+            if watch is not None:
+                watch.cancel()
+            if not follower:
+                self.commit_step = ""
+
+    def commit_state(self, follower: bool = False) -> str:
+        """The step the commit under way waits in, for a log line."""
+        step = self.commit_step or "between steps"
+        if follower:
+            step = f"waiting for the commit under way, which is {step}"
+        if self.commit_step.startswith("broker commit"):
+            step += f" ({self._coordinator_state()})"
+        return step
+
+    def _coordinator_state(self) -> str:
+        """aiokafka's group coordinator as the consumer thread sees it (read, not locked)."""
+        try:
+            coordinator = self._thread._ensure_consumer()._coordinator
+            lock = coordinator._commit_lock.locked()
+            return (f"coordinator {coordinator.coordinator_id}, generation "
+                    f"{coordinator.generation}, member {coordinator.member_id or '-'}, "
+                    f"commit lock {'held' if lock else 'free'}, "
+                    f"rebalancing {bool(self.app.rebalancing)}")  # fmt: skip
+        except Exception as exc:  # only for a log line: never fail the commit over it
+            return f"coordinator unknown: {type(exc).__name__}"
+
+    async def _watch_commit(self, follower: bool) -> None:
+        waited = 0.0
+        while True:
+            await asyncio.sleep(COMMIT_WATCH_S)
+            waited += COMMIT_WATCH_S
+            self.stalled_commits += 1
+            logger.warning("offset commit not done after %.0f s: %s", waited,
+                           self.commit_state(follower))  # fmt: skip
+
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         """Faust's offset commit, after the app's ``before_offset_commit`` (the worker writes
         its staged state there, once the rows it covers are delivered: app.stream.commit).
         Faust then flushes its producer (those changelog records) and commits."""
         hook = getattr(self.app, "before_offset_commit", None)
         if hook is not None:
+            self.commit_step = "before_offset_commit (outputs' delivery, then the staged state)"
             await hook()
+        self.commit_step = "Faust's producer flush (frames, changelogs)"
         return bool(await super()._commit_offsets(offsets, start_new_transaction))
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """The broker commit, run by the consumer thread (aiokafka's commit_offsets)."""
+        self.commit_step = "broker commit in the consumer thread"
+        try:
+            return bool(await super()._commit(offsets))
+        finally:
+            self.commit_step = "tables' on_commit"
 
     async def perform_seek(self) -> None:
         """Seek to the committed offsets; gaps noted before are about records read again."""

@@ -14,17 +14,27 @@ empty *and* the record taken from it last has been handed to aiokafka (appended 
 batch, so aiokafka's own flush waits for its delivery). The stock behaviour is tested in
 ``tests/unit/test_stream_producer_flush.py``; when that test fails, Faust flushes fully
 and this module can go.
+
+The full flush never waits on the buffer's ``message_sent`` alone: if the sender task
+dies (``publish_message`` raised, e.g. aiokafka's send timed out), nothing sets it again,
+and a flush waiting on it would hold the commit forever. It looks at the buffer's state
+every :data:`RECHECK_S` and raises once the buffer is no longer running.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["install_full_flush"]
+__all__ = ["RECHECK_S", "install_full_flush"]
 
 logger = logging.getLogger(__name__)
+
+RECHECK_S = 1.0
+"""How often a waiting flush looks at the buffer's state again."""
 
 
 class _FullFlush:
@@ -46,10 +56,12 @@ class _FullFlush:
         buffer = self.buffer
         while buffer.size or self.in_flight:
             if buffer.state != "running":
-                raise RuntimeError("Cannot flush: Producer not Running")
-            # set by the buffer's sender task after each record it handed over
+                raise RuntimeError(f"Cannot flush: producer buffer {buffer.state}")
+            # set by the buffer's sender task after each record it handed over; looked at
+            # again every RECHECK_S: a sender task that crashed never sets it again
             buffer.message_sent.clear()
-            await buffer.message_sent.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(buffer.message_sent.wait(), RECHECK_S)
 
 
 def install_full_flush(buffer: Any) -> None:

@@ -9,12 +9,13 @@ Faust 0.15.3's own code. When the stock test fails, Faust flushes fully and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import SimpleNamespace
 from typing import Any
 
 from faust.transport.producer import ProducerBuffer
 
-from app.stream.producer_flush import install_full_flush
+from app.stream.producer_flush import RECHECK_S, install_full_flush
 
 HAND_OVER_S = 0.3  # per record: longer than stock flush's 0.1 s patience
 
@@ -65,3 +66,35 @@ def test_full_flush_returns_once_every_record_is_handed_over(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     assert _flush_leaves(loop, full=True) == (3, 0)
+
+
+class _FailingChannel:
+    """aiokafka's send raised (e.g. its accumulator timed out): the sender task dies."""
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await asyncio.sleep(HAND_OVER_S)
+        raise TimeoutError("send timed out")
+
+
+def test_full_flush_raises_when_the_buffers_sender_dies(loop: asyncio.AbstractEventLoop) -> None:
+    """Waiting on ``message_sent`` alone, the flush (so the commit) waited forever."""
+
+    async def run() -> str:
+        buffer = ProducerBuffer(loop=loop)
+        buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))  # type: ignore[assignment]
+        install_full_flush(buffer)
+        channel = _FailingChannel()
+        await buffer.start()
+        try:
+            for n in range(2):
+                buffer.put(SimpleNamespace(n=n, message=SimpleNamespace(channel=channel)))  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(buffer.flush(), RECHECK_S + 5)
+            except RuntimeError as exc:
+                return str(exc)
+            return "returned"
+        finally:
+            with contextlib.suppress(BaseException):
+                await buffer.stop()
+
+    assert loop.run_until_complete(run()) == "Cannot flush: producer buffer crashed"
