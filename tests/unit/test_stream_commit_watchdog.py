@@ -66,9 +66,9 @@ def test_a_stalled_commit_is_logged_with_its_step(
 def test_a_commit_waiting_for_another_says_what_that_one_waits_for(
     loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
-    consumer = _consumer(_stuck)
-
     async def both() -> list[Any]:
+        # built in the running loop: Faust's commit future belongs to the consumer's loop
+        consumer = _consumer(_stuck)
         first = asyncio.ensure_future(consumer.commit())
         await asyncio.sleep(0)  # the first one is under way
         return await asyncio.gather(first, consumer.commit(), return_exceptions=True)
