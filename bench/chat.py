@@ -48,7 +48,7 @@ from confluent_kafka import TopicPartition
 from app.demo.report import latency_percentiles
 from app.features.spec import FeatureSpec
 from app.kafka.admin import delete_topics, make_admin
-from app.kafka.clients import make_consumer, make_producer
+from app.kafka.clients import make_consumer, make_producer, produce_when_room
 from app.model.config import ModelConfig
 from app.model.standardize import MomentStats
 from app.produce.sender import TokenBucket
@@ -98,12 +98,7 @@ class _Load:
                     break
                 if bucket is not None:
                     bucket.take()
-                while True:
-                    try:
-                        producer.produce(topic, orjson.dumps(value), key)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce_when_room(producer, topic, orjson.dumps(value), key)
                 self.sent += 1
                 if self.sent % 500 == 0:
                     producer.poll(0)

@@ -53,11 +53,7 @@ def informative(parsed: Sequence[ParsedReply]) -> list[ParsedReply]:
     contributing = [p for p in parsed if p.contributes]
     if not any(p.evaluation.trained_on_positives for p in contributing):
         return contributing
-    kept = [p for p in contributing if p.evaluation.trained_on_positives is not False]
-    left = sorted(p.evaluation.silo for p in contributing if p not in kept)
-    if left:
-        logger.info("silos %s trained on negatives only: not averaged this round", left)
-    return kept
+    return [p for p in contributing if p.evaluation.trained_on_positives is not False]
 
 
 def _log_odds(rate: float) -> float:

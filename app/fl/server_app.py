@@ -162,6 +162,9 @@ def absorb_replies(
     set their own prior, see :func:`prior_parameter`) is then moved to the pooled base rate.
     """
     contributing = informative(parsed)
+    left = sorted(p.evaluation.silo for p in parsed if p.contributes and p not in contributing)
+    if left:  # logged here, once a round (run_rounds asks informative() again to publish)
+        logger.info("round %d: silos %s trained on negatives only: not averaged", round_, left)
     # Rows read without labels are consumed (committed) too: their moments count
     # towards the standardisation even when no silo trained (as in the baseline).
     with_rows = [p.moments for p in parsed if p.moments.count]

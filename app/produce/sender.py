@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 import topics
-from app.kafka.clients import delivery_errors
+from app.kafka.clients import delivery_errors, produce_when_room
 
 __all__ = ["TOPIC_OF_KIND", "EventPacer", "SendSummary", "TokenBucket", "send_events"]
 
@@ -200,12 +200,7 @@ def send_events(
             if pacer is not None and not raw:
                 pacer.wait(float(value["ts"]))
             payload = bytes(value) if raw else orjson.dumps(value)
-            while True:
-                try:
-                    producer.produce(topic, value=payload, key=key, on_delivery=errors)
-                    break
-                except BufferError:  # local queue full: serve callbacks, then retry
-                    producer.poll(_MAX_SLEEP)
+            produce_when_room(producer, topic, payload, key, _MAX_SLEEP, on_delivery=errors)
             counts["invalid" if raw else kind] += 1
             done += 1
             if on_sent is not None:

@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from app.kafka.admin import apply_catalogue, make_admin
-from app.kafka.clients import delivery_errors, make_consumer, make_producer
+from app.kafka.clients import delivery_errors, make_consumer, make_producer, produce_when_room
 from app.kafka.provision import provision
 from topics import WORKER_APP_ID, catalogue, chat_tenants, namespaced
 
@@ -190,12 +190,7 @@ def produce_records(
     errors = delivery_errors()
     n = 0
     for topic, key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=errors)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_when_room(producer, topic, value, key, on_delivery=errors)
         n += 1
         if n % 1000 == 0:
             producer.poll(0)

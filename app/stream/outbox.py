@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from app.kafka.clients import delivery_errors, make_producer
+from app.kafka.clients import delivery_errors, make_producer, produce_when_room
 
 __all__ = ["DELIVERY_POLL_S", "LONG_WAIT_S", "Outbox"]
 
@@ -87,12 +87,7 @@ class Outbox:
     def _produce(self, producer: Any, topic: str, key: bytes | None, value: bytes,
                  epoch: _Epoch) -> None:  # fmt: skip
         epoch.open += 1
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=epoch)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        produce_when_room(producer, topic, value, key, on_delivery=epoch)
 
     def send_bulk(self, topic: str, key: bytes | None, value: bytes) -> None:
         self._produce(self.bulk, topic, key, value, self._epochs[-1])

@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 from app.features.partitioning import partition_for
+from app.kafka.clients import produce_when_room
 from app.ops import metrics
 
 __all__ = ["FORWARDED_HEADER", "Repartitioner", "misplaced_target"]
@@ -67,13 +68,8 @@ class Repartitioner:
         headers = [(FORWARDED_HEADER, f"{topic}/{partition}@{offset}".encode())]
         kind, ts = msg.timestamp()
         when = {"timestamp": ts} if kind and ts > 0 else {}
-        while True:
-            try:
-                producer.produce(topic, value=msg.value(), key=msg.key(), partition=target,
-                                 headers=headers, on_delivery=on_delivery, **when)  # fmt: skip
-                break
-            except BufferError:  # the producer's queue is full: let it deliver some
-                producer.poll(0.05)
+        produce_when_room(producer, topic, msg.value(), msg.key(), partition=target,
+                          headers=headers, on_delivery=on_delivery, **when)  # fmt: skip
         producer.poll(0)
         self.forwarded += 1
         metrics.MISPARTITIONED.labels(topic=topic).inc()
