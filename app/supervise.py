@@ -145,6 +145,25 @@ class Supervised:
                        self.restarts)  # fmt: skip
         return True
 
+    def describe(self) -> str:
+        """Its liveness in one line for a status view (pid, restarts, the last restart)."""
+        if self.pid is None:
+            return "not started"
+        if self._stopped:
+            state = f"stopped (pid {self.pid})"
+        elif self.alive():
+            state = f"running (pid {self.pid})"
+        elif self._due is None:  # exited since the last check
+            state = f"exited (pid {self.pid})"
+        else:
+            how = "" if self.last_exit is None else f" with {self.last_exit}"
+            wait = max(self._due - time.monotonic(), 0.0)
+            state = f"exited{how} (pid {self.pid}), restart in {wait:.0f} s"
+        if self.restarts and self.last_restart is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(self.last_restart))
+            state += f", restarts {self.restarts}, last {when}"
+        return state
+
     def stop(self, timeout_s: float = 10.0) -> bool:
         """Stop the process and its descendants; True if it was running."""
         self._due, self._stopped = None, True

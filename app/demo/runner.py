@@ -4,7 +4,9 @@ Every process the demo starts is stopped in a ``finally`` block, in reverse orde
 Ctrl-C or SIGTERM: the producer thread, the Flower deployment (``app.fl.processes.down``),
 the worker (SIGTERM, then SIGKILL after a grace period) and the broker, if the demo
 started it. Each run uses a fresh model name (``demo-<timestamp>``), so federated training
-starts from scratch and its consumer groups read only this run's batches.
+starts from scratch and its consumer groups read only this run's batches. While it runs,
+the worker is supervised as ``fl up`` supervises its SuperNodes (app.supervise.Supervised:
+restarted with backoff, each restart printed and logged, its liveness in the live view).
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from app.demo.view import render_snapshot
 from app.settings import Settings
 from app.supervise import Supervised
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = [
+    "DemoOptions",
+    "Running",
+    "keep_worker_alive",
+    "run_demo",
+    "start_worker",
+    "stop_services",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +73,9 @@ class DemoOptions:
 
 
 @dataclass
-class _Running:
+class Running:
+    """What the demo started; :func:`stop_services` and ``_shutdown`` stop it."""
+
     broker: Any = None
     worker: Supervised | None = None
     fl_root: Path | None = None
@@ -78,7 +89,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _start_broker(
-    settings: Settings, root: Path, options: DemoOptions, console: Console, running: _Running
+    settings: Settings, root: Path, options: DemoOptions, console: Console, running: Running
 ) -> None:
     from app.kafka.broker import LocalBroker
     from app.kafka.principals import ADMIN, principal_names
@@ -112,7 +123,7 @@ def _start_broker(
     console.print(f"Kafka started in {seconds:.1f} s")
 
 
-def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: str) -> Supervised:
+def start_worker(settings: Settings, root: Path, options: DemoOptions, model: str) -> Supervised:
     log = (root / "logs").joinpath("worker.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -135,13 +146,25 @@ def _start_worker(settings: Settings, root: Path, options: DemoOptions, model: s
         "--pipeline",
         options.pipeline,
     ]
-    env = {**os.environ, "FEDSTREAM_MODEL_NAME": model, "FEDSTREAM_NAMESPACE": ""}
-    worker = Supervised("worker", lambda: cmd, log, env)  # restarted with backoff if it dies
+    env = {**os.environ, "FEDSTREAM_MODEL_NAME": model, "FEDSTREAM_NAMESPACE": settings.namespace}
+    worker = Supervised("worker", lambda: cmd, log, env)  # restarted by keep_worker_alive
     worker.start()
     return worker
 
 
-def _producer(settings: Settings, options: DemoOptions, running: _Running) -> threading.Thread:
+def keep_worker_alive(worker: Supervised, console: Console) -> bool:
+    """Restart the worker if it died, after its backoff (app.supervise: 1 s doubling to
+    30 s, logged); the demo calls it every second. True if it restarted the worker now."""
+    if not worker.check():
+        return False
+    console.print(
+        f"the worker died (exit {worker.last_exit}); restarted it (pid {worker.pid}, "
+        f"restart {worker.restarts}; log in {worker.log})"
+    )
+    return True
+
+
+def _producer(settings: Settings, options: DemoOptions, running: Running) -> threading.Thread:
     from app.kafka.clients import make_producer
     from app.kafka.principals import BANK
     from app.kafka.security import acting_as, current, read_client_config, sibling
@@ -183,28 +206,30 @@ def _producer(settings: Settings, options: DemoOptions, running: _Running) -> th
     return thread
 
 
-def _stop_producer(running: _Running) -> None:
+def _stop_producer(running: Running) -> None:
     running.stop.set()
     if running.producer is not None:
         running.producer.join(30)
         running.producer = None
 
 
-def _stop_services(running: _Running, console: Console) -> None:
+def stop_services(running: Running, console: Console) -> None:
     """Stop the producer, Flower and the worker (idempotent)."""
     _stop_producer(running)
     if running.fl_root is not None:
         from app.fl.processes import down
 
-        console.print("stopping Flower and the worker")
+        console.print("stopping Flower")
         down(running.fl_root)
         running.fl_root = None
     if running.worker is not None:
+        console.print(f"stopping the worker: {running.worker.describe()}")
         running.worker.stop(timeout_s=20.0)
+        running.worker = None
 
 
-def _shutdown(running: _Running, console: Console) -> None:
-    _stop_services(running, console)
+def _shutdown(running: Running, console: Console) -> None:
+    stop_services(running, console)
     if running.broker is not None:
         console.print("stopping Kafka")
         running.broker.stop()
@@ -247,7 +272,7 @@ def _ask(settings: Settings, options: DemoOptions, console: Console) -> list[dic
     return chats
 
 
-def _watch(monitor: Monitor, running: _Running, options: DemoOptions, console: Console) -> Snapshot:
+def _watch(monitor: Monitor, running: Running, options: DemoOptions, console: Console) -> Snapshot:
     from rich.live import Live
 
     deadline = time.monotonic() + options.duration_s
@@ -260,20 +285,19 @@ def _watch(monitor: Monitor, running: _Running, options: DemoOptions, console: C
         else _NullLive() as view
     ):
         while time.monotonic() < deadline and (not options.rounds or snap.round < options.rounds):
-            if running.worker is not None and running.worker.check():
-                console.print(
-                    f"the worker died; restarted it (pid {running.worker.pid}, "
-                    f"restart {running.worker.restarts}; log in <data_dir>/demo/logs)"
-                )
+            if running.worker is not None:
+                keep_worker_alive(running.worker, console)
             time.sleep(1.0)
             snap = monitor.snapshot()
+            worker = running.worker.describe() if running.worker is not None else None
             if live:
-                view.update(render_snapshot(snap, options))
+                view.update(render_snapshot(snap, options, worker))
             elif time.monotonic() - last_print > 10:
                 last_print = time.monotonic()
                 console.print(
                     f"{snap.elapsed_s:5.0f} s: {snap.enriched:,} events processed "
                     f"({snap.enriched_per_s:,.0f}/s), round {snap.round}, batches {snap.batches}"
+                    f", worker {worker}"
                 )
     return snap
 
@@ -304,7 +328,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     model = f"demo-{stamp}"
     report_dir = Path(settings.data_dir) / "reports" / stamp
-    running = _Running()
+    running = Running()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     t_start = time.monotonic()
     run_config = {
@@ -330,7 +354,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
         provision(settings.bootstrap, "", settings.silo_ids, settings.chat_tenants,
                   {s: silo_group(model, s) for s in settings.silo_ids},
                   prune=("stream", "fl"))  # fmt: skip
-        running.worker = _start_worker(settings, root, options, model)
+        running.worker = start_worker(settings, root, options, model)
         console.print(
             f"worker started (pid {running.worker.pid}); starting Flower with "
             f"{settings.silos} SuperNodes"
@@ -363,7 +387,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Path
         chats = _ask(settings, options, console) if not interrupted else []
         rounds = monitor.snapshot().rounds  # rounds that finished meanwhile count too
         monitor.close()
-        _stop_services(running, console)
+        stop_services(running, console)
         summary = {
             "model name": model,
             "silos": settings.silos,

@@ -19,8 +19,9 @@ def _auc(doc: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
-def render_snapshot(snap: Snapshot, options: Any) -> Table:
-    """Throughput, batches per silo, current round, global and per-silo prequential AUC."""
+def render_snapshot(snap: Snapshot, options: Any, worker: str | None = None) -> Table:
+    """Throughput, the worker's liveness (``worker``: app.supervise.Supervised.describe),
+    batches per silo, current round, global and per-silo prequential AUC."""
     limit = f" / {options.rounds}" if options.rounds else ""
     table = Table(
         title=f"fedstream demo: {snap.elapsed_s:.0f} s of {options.duration_s:.0f} s",
@@ -30,6 +31,8 @@ def render_snapshot(snap: Snapshot, options: Any) -> Table:
     table.add_column("value", justify="right")
     table.add_row("transactions produced", f"{snap.transactions:,} ({snap.produced_per_s:,.0f}/s)")
     table.add_row("enriched by the worker", f"{snap.enriched:,} ({snap.enriched_per_s:,.0f}/s)")
+    if worker is not None:
+        table.add_row("stream worker", worker)
     for silo, n in sorted(snap.batches.items()):
         table.add_row(f"batches of silo {silo}", f"{n:,}")
     table.add_row("federated round", f"{snap.round}{limit}")

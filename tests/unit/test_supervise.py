@@ -25,15 +25,22 @@ def test_dead_process_is_restarted_after_its_backoff(tmp_path: Path) -> None:
         time.sleep(0.05)
 
     # Execute: the first check notes the exit, the restart waits for the backoff
+    assert proc.describe() == f"exited (pid {first})"
     assert proc.check() is False
     assert proc.last_exit == 3
+    waiting = proc.describe()
     time.sleep(0.35)
     restarted = proc.check()
 
-    # Assert
+    # Assert: each state as a status view shows it
     assert restarted and proc.pid != first and proc.restarts == 1
     assert proc.last_restart is not None
+    assert waiting == f"exited with 3 (pid {first}), restart in 0 s"
+    when = time.strftime("%H:%M:%S", time.localtime(proc.last_restart))
+    assert proc.describe() in (f"running (pid {proc.pid}), restarts 1, last {when}",
+                               f"exited (pid {proc.pid}), restarts 1, last {when}")  # fmt: skip
     proc.stop()
+    assert proc.describe() == f"stopped (pid {proc.pid}), restarts 1, last {when}"
 
 
 def test_stop_ends_the_process_and_its_children(tmp_path: Path) -> None:
