@@ -219,3 +219,28 @@ def test_services_waited_for_as_healthy_have_health_checks() -> None:
         assert "test" in services[name].get("healthcheck", {}), f"{name}: no health check"
     alive = " ".join(services["worker"]["healthcheck"]["test"])
     assert "/worker/0/alive" in alive  # touched by the worker's progress timer (event loop)
+
+
+def test_health_checks_probe_where_each_service_listens(secrets: Path) -> None:
+    # Prepare: each service's own address, from its configuration
+    services = _services()
+    check = {n: " ".join(services[n]["healthcheck"]["test"]) for n in services
+             if "healthcheck" in services[n]}  # fmt: skip
+    props = dict(line.split("=", 1) for line in
+                 (secrets / "kafka" / "server.properties").read_text().splitlines())  # fmt: skip
+    superlink = services["superlink"]["entrypoint"]
+    worker = services["worker"]
+
+    # Assert: the probe of each is the address it serves (tests/integration/test_compose_health
+    # runs the checks against the real processes)
+    assert "SASL_SSL://0.0.0.0:9092" in props["listeners"].split(",")
+    assert "/dev/tcp/127.0.0.1/9092" in check["kafka"]
+    assert superlink[superlink.index("--host") + 1] == "0.0.0.0"
+    port = superlink[superlink.index("--port") + 1]
+    assert f"https://127.0.0.1:{port}/health" in check["superlink"]
+    for silo in range(3):  # each probes its own Runtime API port (where its runtime connects)
+        argv = _argv(services[f"supernode-{silo}"])
+        assert f"('127.0.0.1', {argv[argv.index('--port') + 1]})" in check[f"supernode-{silo}"]
+    worker_id = worker["command"][worker["command"].index("--worker-id") + 1]
+    data_dir = worker["environment"]["FEDSTREAM_DATA_DIR"]
+    assert f"{data_dir}/worker/{worker_id}/alive" in check["worker"]
