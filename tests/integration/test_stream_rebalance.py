@@ -6,7 +6,10 @@ restarted. Checked against the in-memory reference:
 
 - every reference row arrives with identical features; repeats only from what the killed
   worker processed past its last confirmed commit: at most COMMIT_CAP_EVENTS (it commits
-  every COMMIT_INTERVAL_S or COMMIT_EVERY_EVENTS, and its inputs wait at the cap);
+  every COMMIT_INTERVAL_S or COMMIT_EVERY_EVENTS, and its inputs wait at the cap): the
+  interval whose commit is in flight plus the one being filled, two intervals by count;
+  one would make the inputs wait for every commit (README: "Why the repeat bound is two
+  count intervals");
 - after every rebalance, committed offsets keep up with processing (each worker's
   CommitWatch logs a partition whose commit is behind what it processed two commits ago;
   Faust's stock offset tracking crawled there, see app/stream/offsets.py);

@@ -4,7 +4,8 @@ SIGTERM: Faust stops its agents, the commit sensor flushes every open batch and 
 changes, then commits -> nothing is lost and nothing is sent twice.
 SIGKILL: the restarted worker recovers its tables from the changelogs and resumes from the
 last committed offset; frames sent after that commit are sent again, so rows can repeat
-(at most about one commit interval of rows), but none is lost or different.
+(at most COMMIT_CAP_EVENTS: one commit interval in flight plus the one being filled, see
+the README's "Why the repeat bound is two count intervals"), but none is lost or different.
 """
 
 from __future__ import annotations
