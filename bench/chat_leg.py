@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         from app.kafka.security import use
 
         use(settings.kafka_identity("admin"))
+    from app.kafka import clients
+
+    if not hasattr(clients, "produce_when_room"):  # REV predates the load generator's helper
+        room = _load("fedstream_bench_room", "../app/kafka/room.py")  # needs nothing of REV
+        clients.produce_when_room = room.produce_when_room
     _load("bench.cpu", "cpu.py")  # `from bench.cpu import ...` finds it in sys.modules
     chat = _load("fedstream_bench_chat_leg", "chat.py")
     samples: dict[str, list[float]] = {}

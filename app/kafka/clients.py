@@ -7,6 +7,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
+from app.kafka.room import produce_when_room
 from app.kafka.security import client_config
 
 __all__ = ["delivery_errors", "make_consumer", "make_producer", "produce_when_room"]
@@ -32,24 +33,6 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     }
     config.update(overrides)
     return Producer(client_config(bootstrap, None, **config))
-
-
-def produce_when_room(
-    producer: Producer,
-    topic: str,
-    value: bytes | None,
-    key: bytes | None = None,
-    wait_s: float = 0.05,
-    **kwargs: Any,
-) -> None:
-    """``producer.produce``; while its local queue is full, serve delivery reports for
-    ``wait_s`` (which frees room) and try again, so no record is dropped."""
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, **kwargs)
-            return
-        except BufferError:
-            producer.poll(wait_s)
 
 
 def make_consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:

@@ -23,7 +23,7 @@ from app.stream.processor import StreamProcessor
 from app.stream.repartition import Repartitioner
 from topics import MODEL_GLOBAL, TRANSACTIONS, WORKER_APP_ID, namespaced
 
-__all__ = ["CHAT_POLL_S", "FETCH_MAX_WAIT_MS", "FETCH_MIN_BYTES", "attach_loop", "tune_fetch_wait"]
+__all__ = ["FETCH_MAX_WAIT_MS", "FETCH_MIN_BYTES", "attach_loop", "tune_fetch_wait"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ FETCH_MIN_BYTES = 64 * 1024
 """What the broker gathers for a fetch before it answers early (aiokafka's default 1 answered
 each fetch with the few records just appended: hundreds of fetches/s at 1,000 events/s,
 each one broker, TLS and Python work); a fetch still returns after ``FETCH_MAX_WAIT_MS``."""
-
-
-CHAT_POLL_S = 0.002
-"""How often the event loop looks for chatbot requests while none are waiting."""
 
 
 def tune_fetch_wait(ms: int = FETCH_MAX_WAIT_MS) -> None:
@@ -92,26 +88,27 @@ def attach_loop(
     transactions = namespaced(TRANSACTIONS, ns)
     chat_answered = WorkerMetrics.chat_answered
 
+    def answer_chat_requests(msgs: list[Any]) -> None:
+        for msg in msgs:
+            if misplaced.forward_request_if_misplaced(msg, outbox.fast, outbox.errors):
+                reader.done(msg)  # the worker owning its partition answers the copy
+                continue
+            try:
+                loop.on_chat_request(
+                    msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset()
+                )
+            except Exception as exc:  # a bug on one request must not stop the answering
+                logger.exception("chat request %s[%d]@%d failed", msg.topic(),
+                                 msg.partition(), msg.offset())  # fmt: skip
+                loop.on_chat_error(msg.value(), msg.key(), msg.topic(), msg.partition(),
+                                   msg.offset(), exc)  # fmt: skip
+            chat_answered(msg.timestamp()[1])
+            reader.done(msg)
+
     @app.task  # type: ignore[untyped-decorator]
     async def serve_chat_requests() -> None:
-        while True:
-            msgs = reader.poll()
-            for msg in msgs:
-                if misplaced.forward_request_if_misplaced(msg, outbox.fast, outbox.errors):
-                    reader.done(msg)  # the worker owning its partition answers the copy
-                    continue
-                try:
-                    loop.on_chat_request(
-                        msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset()
-                    )
-                except Exception as exc:  # a bug on one request must not stop the answering
-                    logger.exception("chat request %s[%d]@%d failed", msg.topic(),
-                                     msg.partition(), msg.offset())  # fmt: skip
-                    loop.on_chat_error(msg.value(), msg.key(), msg.topic(), msg.partition(),
-                                       msg.offset(), exc)  # fmt: skip
-                chat_answered(msg.timestamp()[1])
-                reader.done(msg)
-            await asyncio.sleep(0 if msgs else CHAT_POLL_S)
+        # answered in this loop as soon as the reader's thread has them (chat_reader)
+        reader.start(asyncio.get_running_loop(), answer_chat_requests)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def stop_chat_partitions(app_: Any, revoked: Any, **kwargs: Any) -> None:
