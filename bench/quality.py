@@ -242,6 +242,7 @@ def bench_quality_command(
     silos: int = typer.Option(3, help="Silos per stream."),
     customers: int = typer.Option(2000, help="Customers of the synthetic bank."),
     days: float = typer.Option(28.0, help="Days of the synthetic bank."),
+    preset: str = typer.Option("realistic", help="Preset of the synthetic bank."),
     run_config: list[str] | None = typer.Option(  # noqa: B008
         None, "--run-config", "-c", help="Run-config override KEY=VALUE (default: none)."
     ),
@@ -259,7 +260,7 @@ def bench_quality_command(
     results: dict[str, Any] = {}
     for name in [s.strip() for s in streams.split(",") if s.strip()]:
         t0 = time.perf_counter()
-        stream = load_stream(name, silos, customers=customers, days=days)
+        stream = load_stream(name, silos, customers=customers, days=days, preset=preset)
         logger.info(
             "%s: %d labelled rows loaded in %.1f s", name, stream.labelled, time.perf_counter() - t0
         )

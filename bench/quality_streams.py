@@ -1,8 +1,8 @@
 """The labelled streams of ``bench quality``, as per-silo rows in event-time order.
 
-- ``synthetic``: the realistic synthetic bank preset, through the stream worker's own
-  logic (:func:`app.features.reference.run_reference`: validation, join, windows,
-  features), silos as the bank assigns them (non-IID).
+- ``synthetic``: the realistic synthetic bank preset (``--preset`` for another one),
+  through the stream worker's own logic (:func:`app.features.reference.run_reference`:
+  validation, join, windows, features), silos as the bank assigns them (non-IID).
 - ``uci``: the real UCI credit-default data (``shared/data/UCI_Credit_Card.csv``) replayed
   as the worker sees it (``fedstream produce uci`` + ``worker --uci``), with the
   defaulters subsampled to about 1 % of the labelled customers (whole customers dropped).
@@ -72,16 +72,16 @@ def _through_worker(
     return silos
 
 
-def _synthetic(n_silos: int, customers: int, days: float, seed: int) -> Stream:
+def _synthetic(n_silos: int, customers: int, days: float, seed: int, preset: str) -> Stream:
     from app.produce.synthetic import SyntheticBank
 
-    bank = SyntheticBank(customers=customers, silos=n_silos, seed=seed, preset="realistic")
+    bank = SyntheticBank(customers=customers, silos=n_silos, seed=seed, preset=preset)
     silos = _through_worker(bank.events(duration_s=days * 86_400.0), FeatureSpec(), n_silos)
     return Stream(
         "synthetic",
         silos,
         FeatureSpec().n_features,
-        f"realistic synthetic bank, {customers} customers, {days:g} days",
+        f"{preset} synthetic bank, {customers} customers, {days:g} days",
     )
 
 
@@ -156,10 +156,11 @@ def load_stream(
     days: float = 28.0,
     positive_rate: float = 0.01,
     seed: int = 0,
+    preset: str = "realistic",
 ) -> Stream:
     """One of ``synthetic``, ``uci``, ``shuttle`` (see the module docstring)."""
     if name == "synthetic":
-        return _synthetic(n_silos, customers, days, seed)
+        return _synthetic(n_silos, customers, days, seed, preset)
     if name == "uci":
         return _uci(n_silos, positive_rate, seed)
     if name == "shuttle":

@@ -53,7 +53,7 @@ def demo_command(
         ),
     ] = 2000,
     preset: Annotated[
-        str, typer.Option(help="Synthetic bank preset: realistic (default) or classic.")
+        str, typer.Option(help="Synthetic bank preset: realistic (default), single or classic.")
     ] = "realistic",
     fresh: Annotated[
         bool,

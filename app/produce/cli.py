@@ -105,7 +105,10 @@ def synthetic(
     seed: Annotated[int, typer.Option(help="Random seed; equal seeds give equal events.")] = 0,
     preset: Annotated[
         str,
-        typer.Option(help="realistic (rare, overlapping, drifting fraud) or classic (easy)."),
+        typer.Option(
+            help="realistic (rare fraud in modes: card testing, account takeover, stolen "
+            "card, misuse), single (one near-linear fraud mode) or classic (easy)."
+        ),
     ] = "realistic",
     invalid: Annotated[
         int, typer.Option(min=0, help="Mix in this many invalid events (to exercise the DLQ).")

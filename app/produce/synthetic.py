@@ -4,10 +4,12 @@ Pure code (NumPy only, no Kafka). Draws are vectorised per simulated day; only t
 dict construction runs per event, so the generator makes a few hundred thousand events per
 second. The same seed gives the same events.
 
-Fraud is injected as *episodes*: a burst of 2-8 transactions within minutes, mostly at
-night, mostly with amounts several times the customer's mean, often abroad, often in a
-merchant category the customer never uses, mostly online or at ATMs. Silos differ in their
-customer mix, channel use, travel and fraud rate (non-IID).
+Fraud is injected as *episodes*. In the ``classic`` preset an episode is a burst of 2-8
+transactions within minutes, mostly at night, mostly with amounts several times the
+customer's mean, often abroad, often in a merchant category the customer never uses, mostly
+online or at ATMs; the ``realistic`` preset draws each episode from one of several fraud
+modes (:mod:`app.produce.fraud_modes`). Silos differ in their customer mix, channel use,
+travel and fraud rate (non-IID).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from app.produce.fraud_modes import mode_episodes, single_mode_episodes
 from app.produce.presets import PRESETS
 
 __all__ = [
@@ -53,6 +56,8 @@ MERCHANT_CATEGORIES = (
     "grocery", "restaurant", "fuel", "transport", "retail", "health",
     "utilities", "entertainment", "travel", "electronics", "jewelry", "digital_goods",
 )  # fmt: skip
+_DIGITAL = MERCHANT_CATEGORIES.index("digital_goods")
+_ENTERTAINMENT = MERCHANT_CATEGORIES.index("entertainment")
 _CAT_BASE = np.array([6, 5, 3, 3, 4, 2, 2, 2, 1, 1, 0.3, 0.5])  # everyday -> rare
 FOREIGN_COUNTRIES = ("US", "FR", "ES", "IT", "TR", "NG", "BR", "CN", "TH", "AE")
 # relative activity per UTC hour: quiet nights, busy afternoons
@@ -105,6 +110,19 @@ def _pick(rng: np.random.Generator, cum: np.ndarray, rows: np.ndarray) -> np.nda
     return picked
 
 
+def _with_sessions(
+    rng: np.random.Generator, cust: np.ndarray, ts: np.ndarray, n: int, p: float, day0: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add quick legitimate sessions: 1 + Poisson(1.5) purchases within minutes of one."""
+    who = np.flatnonzero(rng.random(n) < p)
+    extra = 1 + rng.poisson(1.5, who.size)
+    anchor = day0 + rng.choice(24, who.size, p=_HOUR_P) * 3600.0 + rng.random(who.size) * 3600.0
+    s_cust = np.repeat(who, extra)
+    s_ts = np.repeat(anchor, extra) + np.clip(rng.exponential(90.0, s_cust.size), 5.0, 900.0)
+    s_ts = np.minimum(s_ts, day0 + 86_399.0)
+    return np.concatenate([cust, who, s_cust]), np.concatenate([ts, anchor, s_ts])
+
+
 class SyntheticBank:
     """A deterministic synthetic bank.
 
@@ -114,7 +132,7 @@ class SyntheticBank:
     silos : number of silos; customer ``i`` lives in a random silo.
     seed : NumPy Generator seed; equal seeds give equal event streams.
     start_ts : event time of the first event, epoch seconds (UTC).
-    preset : ``classic`` or ``realistic`` (see :mod:`app.produce.presets`).
+    preset : ``classic``, ``realistic`` or ``single`` (see :mod:`app.produce.presets`).
     """
 
     def __init__(
@@ -246,41 +264,42 @@ class SyntheticBank:
         if pre.legit_spree_p > 0:  # guarded: the classic stream stays draw-for-draw the same
             counts = counts + (rng.random(n) < pre.legit_spree_p) * rng.poisson(4.0, n)
         cust = np.repeat(np.arange(n), counts)
+        ts = day0 + rng.choice(24, cust.size, p=_HOUR_P) * 3600.0 + rng.random(cust.size) * 3600.0
+        if pre.legit_session_p > 0:
+            cust, ts = _with_sessions(rng, cust, ts, n, pre.legit_session_p, day0)
         m = cust.size
-        ts = day0 + rng.choice(24, m, p=_HOUR_P) * 3600.0 + rng.random(m) * 3600.0
         amount = np.exp(self.log_mu[cust] + self.log_sigma[cust] * rng.standard_normal(m))
         if pre.legit_big_p > 0:
             splurge = rng.random(m) < pre.legit_big_p
             amount = np.where(splurge, amount * rng.lognormal(np.log(4.0), 0.5, m), amount)
         cat = _pick(rng, self.cat_cum, cust)
         chan = _pick(rng, self.chan_cum, cust)
+        if pre.legit_micro_p > 0:  # app-store and streaming micro-payments
+            micro = (chan == 1) & (rng.random(m) < pre.legit_micro_p)
+            amount = np.where(micro, rng.lognormal(np.log(2.5), 0.6, m), amount)
+            cat = np.where(micro, np.where(rng.random(m) < 0.7, _DIGITAL, _ENTERTAINMENT), cat)
         abroad = rng.random(m) < self.travel[cust]
+        if pre.legit_abroad_night_p > 0:  # travellers' local day is UTC night
+            shifted = abroad & (rng.random(m) < pre.legit_abroad_night_p)
+            ts = np.where(shifted, day0 + rng.random(m) * 6 * 3600.0, ts)
         country = np.where(abroad, rng.integers(0, len(FOREIGN_COUNTRIES), m), -1)
         # fraud episodes: one transaction or a burst within minutes
         fraud_boost = pre.weekend_fraud if weekend else 1.0
         victims = np.flatnonzero(rng.random(n) < self.fraud_p * fraud_boost)
-        e = victims.size
-        size = np.clip(pre.episode_min + rng.poisson(pre.episode_extra, e), 1, 8)
-        night = rng.random(e) < pre.night_p
-        hour = np.where(night, rng.integers(0, 6, e), rng.integers(6, 23, e))
-        start = day0 + hour * 3600.0 + rng.random(e) * 3600.0
-        ep_foreign = rng.random(e) < pre.foreign_share(day)
-        ep_country = np.where(ep_foreign, rng.integers(0, len(FOREIGN_COUNTRIES), e), -1)
-        ep_chan = rng.choice(len(CHANNELS), e, p=pre.channel_p(day // 7))
-        ep_newcat = rng.random(e) < pre.newcat_p
-        ep_cat = self.rare_cats[victims, rng.integers(0, 3, e)]
-        ep = np.repeat(np.arange(e), size)
-        f = ep.size
-        gaps = np.clip(rng.exponential(60.0, f), 5.0, 300.0)
-        first = (np.cumsum(size) - size).astype(int)
-        gaps[first] = 0.0
-        csum = np.cumsum(gaps)
-        f_ts = start[ep] + csum - np.repeat(csum[first], size)
-        fcust = victims[ep]
-        normal = np.exp(self.log_mu[fcust] + self.log_sigma[fcust] * rng.standard_normal(f))
-        big = self.mean_amount[fcust] * rng.lognormal(np.log(pre.big_mult), 0.5, f)
-        f_amount = np.where(rng.random(f) < pre.big_p, big, normal)
-        f_cat = np.where(ep_newcat[ep], ep_cat[ep], _pick(rng, self.cat_cum, fcust))
+        if pre.modes:
+            draw = mode_episodes(
+                rng, pre, victims, day0, day, mean_amount=self.mean_amount,
+                cat_cum=self.cat_cum, rare_cats=self.rare_cats,
+                n_countries=len(FOREIGN_COUNTRIES),
+            )  # fmt: skip
+        else:
+            draw = single_mode_episodes(
+                rng, pre, victims, day0, day, log_mu=self.log_mu, log_sigma=self.log_sigma,
+                mean_amount=self.mean_amount, cat_cum=self.cat_cum, rare_cats=self.rare_cats,
+                n_countries=len(FOREIGN_COUNTRIES),
+            )  # fmt: skip
+        fcust, f_ts, f_amount = draw.customer, draw.ts, draw.amount
+        f_cat, f_chan, f_country = draw.category, draw.channel, draw.country
         # profile updates (about one per customer per 100 days)
         upd = np.flatnonzero(rng.random(n) < 0.01)
         u_ts = day0 + rng.random(upd.size) * DAY_S
@@ -291,14 +310,14 @@ class SyntheticBank:
         t_cust = np.concatenate([cust, fcust]).tolist()
         t_amt = np.round(np.clip(np.concatenate([amount, f_amount]), 0.01, 1e9), 2).tolist()
         t_cat = np.array(MERCHANT_CATEGORIES)[np.concatenate([cat, f_cat])].tolist()
-        t_chan = np.array(CHANNELS)[np.concatenate([chan, ep_chan[ep]])].tolist()
-        cidx = np.concatenate([country, ep_country[ep]])
+        t_chan = np.array(CHANNELS)[np.concatenate([chan, f_chan])].tolist()
+        cidx = np.concatenate([country, f_country])
         foreign = np.array(FOREIGN_COUNTRIES)[np.maximum(cidx, 0)]
         t_country = np.where(cidx < 0, self.home[np.concatenate([cust, fcust])], foreign).tolist()
         t_ts = all_ts.tolist()
         ids = self.ids
         out: list[tuple[bool, int, float, dict[str, Any]]] = []
-        n_txn = m + f
+        n_txn = m + fcust.size
         for j in order:
             t = t_ts[j]
             if j < n_txn:
