@@ -55,7 +55,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "seed": 0,
     "resume": True,
     "init-prior": 0.0,
-    "round-rows": 2000,
+    "round-rows": 1000,
     "first-round-rows": 250,
     "round-wait": 10.0,
     "round-policy": "wait",
@@ -180,7 +180,7 @@ class FLConfig:
     seed: int = 0
     resume: bool = True
     init_prior: float = 0.0
-    round_rows: int = 2000
+    round_rows: int = 1000
     first_round_rows: int = 250
     round_wait: float = 10.0
     round_policy: str = "wait"

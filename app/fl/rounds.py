@@ -264,7 +264,7 @@ class RoundPolicy:
     closes as soon as one silo has ``target`` rows; only such silos take part).
     """
 
-    round_rows: int = 2000
+    round_rows: int = 1000
     first_round_rows: int = 250
     min_rows: int = 32
     max_rows: int = 10000
