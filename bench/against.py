@@ -8,7 +8,9 @@ reference; ...) so that neither always runs on the quieter half of a drifting lo
 Two figures per leg: the wall-clock rate (``worker_events_per_s``: what a user sees, but on
 a shared box mostly a measure of the others' load) and the worker's own CPU time per event
 (``worker_cpu_us_per_event``, :mod:`bench.cpu`: what the worker costs; also of its main
-thread alone, which bounds the rate when the box is busy). The summary gives
+thread alone, which bounds the rate when the box is busy); with a latency phase also its
+p50 / p99 (``paired_latency_vs_reference``: reference / this per pair, above 1 means this
+worker answers sooner; pace both with ``--latency-rate``). The summary gives
 each one's ratio of medians (``vs_reference``, ``cpu_vs_reference``: above 1 means this
 worker is faster / cheaper), the median of the per-pair ratios, and the spread (max/min
 of one worker's legs) that says how far to trust them.
@@ -77,6 +79,10 @@ def summarize_legs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     main = {k: [float(c) for r in v if (c := r.get("worker_main_thread_cpu_us_per_event"))]
             for k, v in runs.items()}  # fmt: skip
     main_med = {k: statistics.median(v) if v else None for k, v in main.items()}
+    lat = {k: [r.get("latency_ms") or {} for r in v] for k, v in runs.items()}
+    lat_pairs = list(zip(lat["reference"], lat["this"], strict=False))
+    paired_lat = {q: [x for r, t in lat_pairs if (x := _ratio(r.get(q), t.get(q))) is not None]
+                  for q in ("p50", "p99")}  # fmt: skip
     return {
         "reference_events_per_s": [round(x) for x in rate["reference"]],
         "this_events_per_s": [round(x) for x in rate["this"]],
@@ -89,6 +95,9 @@ def summarize_legs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "reference_main_thread_cpu_us_per_event": main["reference"],
         "this_main_thread_cpu_us_per_event": main["this"],
         "main_thread_cpu_vs_reference": _ratio(main_med["reference"], main_med["this"]),
+        "reference_latency_ms": [{q: x.get(q) for q in ("p50", "p99")} for x in lat["reference"]],
+        "this_latency_ms": [{q: x.get(q) for q in ("p50", "p99")} for x in lat["this"]],
+        "paired_latency_vs_reference": paired_lat,
         "spread": {
             k: {"events_per_s": _spread(rate[k]), "cpu_us_per_event": _spread(cpu[k])}
             for k in WORKERS

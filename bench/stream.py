@@ -12,11 +12,14 @@ is started when none answers):
    record to another topic, flush) over the same input: first record consumed to last
    record delivered.
 3. **Latency.** With the worker running idle, ``latency_events`` more events are produced
-   at half the measured worker rate. Latency of a row = Kafka timestamp of its frame
-   record (set when the worker hands the frame to its producer) minus the producer-side
-   send time of its event, matched by event time ``ts`` (a few synthetic events share a
-   ``ts`` to the millisecond; the last one sent wins, which can only shorten a latency by
-   the time between them). Includes micro-batching (``--batch-ms``).
+   at half the measured worker rate (at least 500/s), or at ``--latency-rate`` events/s
+   when given: the same pace for every leg, so that ``--against`` compares latency like
+   for like (two workers with different backlog rates are otherwise paced differently).
+   Latency of a row = Kafka timestamp of its frame record (set when the worker hands the
+   frame to its producer) minus the producer-side send time of its event, matched by event
+   time ``ts`` (a few synthetic events share a ``ts`` to the millisecond; the last one sent
+   wins, which can only shorten a latency by the time between them). Includes
+   micro-batching (``--batch-ms``).
 
 Each leg also reports the worker's own CPU time per event over the same span
 (``worker_cpu_us_per_event``, :mod:`bench.cpu`): on a shared box it varies far less than
@@ -186,6 +189,7 @@ def _measure(
     latency_events: int,
     profile: bool,
     work_dir: Path,
+    latency_rate: float = 0.0,
     pipeline: str = "fraud",
     worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -253,13 +257,13 @@ def _measure(
               f"{'?' if cpu_us is None else f'{cpu_us:.0f}'} us per event (main thread "
               f"{'?' if main_us is None else f'{main_us:.0f}'} us)")  # fmt: skip
 
-        # 3. latency at half the worker's rate, worker idle and warm
+        # 3. latency at half the worker's rate (or --latency-rate), worker idle and warm
         sent_ms: dict[float, float] = {}
         lat: list[float] = []
+        rate = latency_rate if latency_rate > 0 else max(500.0, sustained / 2)
         if later:
             from app.kafka.clients import make_producer
 
-            rate = max(500.0, sustained / 2)
             producer = make_producer(bootstrap, **{"linger.ms": 1})
             start = time.perf_counter()
             for i, (tp, k, v, ts) in enumerate(later):
@@ -298,13 +302,14 @@ def _measure(
         "batch_rows": batch_rows,
         "batch_ms": batch_ms,
         "worker_events_per_s": round(sustained),
+        "worker_frames": len(frames),
         "worker_drain_s": round(drain_s, 2),
         "worker_cpu_us_per_event": None if cpu_us is None else round(cpu_us, 1),
         "worker_main_thread_cpu_us_per_event": None if main_us is None else round(main_us, 1),
         "passthrough_events_per_s": pt["events_per_s"],
         "ratio": round(ratio, 3),
         "latency_ms": _percentiles(lat),
-        "latency_rate_events_per_s": round(max(500.0, sustained / 2)) if later else None,
+        "latency_rate_events_per_s": round(rate) if later else None,
         "targets": TARGETS,
         "target_met": sustained >= TARGETS["worker_events_per_s"] and ratio >= TARGETS["ratio"],
         "profile_top_self": top,
@@ -320,6 +325,13 @@ def bench_stream_command(
     latency_events: Annotated[
         int, typer.Option(help="Events sent paced for the latency phase (0 = skip).")
     ] = 20_000,
+    latency_rate: Annotated[
+        float,
+        typer.Option(
+            help="Pace of the latency phase, events/s (0 = half the leg's backlog rate, at "
+            "least 500): fix it to compare latency between legs or revisions."
+        ),
+    ] = 0.0,
     profile: Annotated[bool, typer.Option(help="Profile the worker with py-spy.")] = False,
     pipeline: Annotated[
         str,
@@ -361,7 +373,7 @@ def bench_stream_command(
     settings = Settings(**dict(ctx.obj or {}))
     knobs = {"events": events, "customers": customers, "silos": settings.silos,
              "batch_rows": batch_rows, "batch_ms": batch_ms, "latency_events": latency_events,
-             "profile": profile, "pipeline": pipeline}  # fmt: skip
+             "latency_rate": latency_rate, "profile": profile, "pipeline": pipeline}  # fmt: skip
     if against is not None:
         security = "current"
     if security == "both" and not settings.bootstrap_servers:  # --bootstrap: that cluster
@@ -419,6 +431,7 @@ def bench_stream_command(
                 batch_rows=batch_rows,
                 batch_ms=batch_ms,
                 latency_events=latency_events,
+                latency_rate=latency_rate,
                 profile=profile,
                 pipeline=pipeline,
                 work_dir=work,

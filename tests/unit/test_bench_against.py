@@ -41,6 +41,22 @@ def test_summary_gives_ratios_of_medians_pairs_and_spreads() -> None:
     assert doc["spread"]["reference"] == {"events_per_s": 2.0, "cpu_us_per_event": 1.05}
 
 
+def test_summary_pairs_latency_of_legs_that_measured_it() -> None:
+    # Prepare: both workers paced alike; this one answers in half the time
+    ref = [_leg(1000, 400.0) | {"latency_ms": {"p50": 1000.0, "p90": 1.0, "p99": 3000.0}},
+           _leg(1000, 400.0) | {"latency_ms": {}}]  # fmt: skip
+    this = [_leg(1000, 400.0) | {"latency_ms": {"p50": 500.0, "p90": 1.0, "p99": 1000.0}},
+            _leg(1000, 400.0) | {"latency_ms": {"p50": 800.0, "p99": 900.0}}]  # fmt: skip
+
+    # Execute
+    doc = summarize_legs({"reference": ref, "this": this})
+
+    # Assert: a leg without a latency phase makes no pair
+    assert doc["paired_latency_vs_reference"] == {"p50": [2.0], "p99": [3.0]}
+    assert doc["reference_latency_ms"][0] == {"p50": 1000.0, "p99": 3000.0}
+    assert doc["this_latency_ms"][1] == {"p50": 800.0, "p99": 900.0}
+
+
 def test_cpu_sampler_sees_this_process_burn_cpu() -> None:
     # Prepare
     assert process_cpu_s(os.getpid()) is not None
