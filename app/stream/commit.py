@@ -51,13 +51,17 @@ STATE_WRITE_CHUNK = 16
 the loop 10-92 ms on a loaded box, 64 of 49,349 commit steps of a chat bench leg over
 10 ms; chatbot requests wait behind one chunk)."""
 
-COMMIT_EVERY_EVENTS = 400
-"""A commit starts once this many stream events were processed since the last one (or
-once the commit interval passed): the repeat after a crash is bounded by count, too."""
+COMMIT_EVERY_EVENTS = 800
+"""One commit interval by count: a commit starts once this many stream events were
+processed since the last one (or once the commit interval passed), and a SIGKILL repeats
+at most this many events (:data:`COMMIT_CAP_EVENTS`)."""
 
-COMMIT_CAP_EVENTS = 2 * COMMIT_EVERY_EVENTS
+COMMIT_CAP_EVENTS = COMMIT_EVERY_EVENTS
 """Most stream events processed past the last confirmed commit: the input agents wait
-before a batch that would exceed it. At most this many events repeat after a SIGKILL."""
+before a batch that would exceed it. At most this many events repeat after a SIGKILL.
+Equal to the count interval, so a commit in flight must be confirmed before the inputs
+pass one interval past the commit before it (400 / 800 bounded two intervals; README:
+"Why the repeat bound is one count interval")."""
 
 COMMIT_STALL_S = 15.0
 """A Faust commit not done after this long is logged with every task's await chain (and

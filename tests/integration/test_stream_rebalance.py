@@ -5,11 +5,10 @@ its partitions move to the survivor after the session timeout, and back when it 
 restarted. Checked against the in-memory reference:
 
 - every reference row arrives with identical features; repeats only from what the killed
-  worker processed past its last confirmed commit: at most COMMIT_CAP_EVENTS (it commits
-  every COMMIT_INTERVAL_S or COMMIT_EVERY_EVENTS, and its inputs wait at the cap): the
-  interval whose commit is in flight plus the one being filled, two intervals by count;
-  one would make the inputs wait for every commit (README: "Why the repeat bound is two
-  count intervals");
+  worker processed past its last confirmed commit: at most one commit interval,
+  COMMIT_EVERY_EVENTS (it commits every COMMIT_INTERVAL_S or COMMIT_EVERY_EVENTS, and its
+  inputs wait before a batch that would put more than that past the last confirmed
+  commit; README: "Why the repeat bound is one count interval");
 - after every rebalance, committed offsets keep up with processing (each worker's
   CommitWatch logs a partition whose commit is behind what it processed two commits ago;
   Faust's stock offset tracking crawled there, see app/stream/offsets.py);
@@ -33,7 +32,7 @@ from confluent_kafka import KafkaException
 from app.features.reference import ReferenceOutput
 from app.kafka.admin import make_admin
 from app.kafka.clients import delivery_errors, make_producer
-from app.stream.commit import COMMIT_CAP_EVENTS
+from app.stream.commit import COMMIT_EVERY_EVENTS
 from app.stream.harness import (
     WorkerProcess,
     end_offsets,
@@ -238,9 +237,9 @@ def test_sigkill_one_of_two_workers(kafka_bootstrap: str, tmp_path: Path) -> Non
     for silo in SILOS:
         assert set(got.rows[silo]) == set(want[silo]), f"silo {silo}: rows lost or changed"
         assert all(got.rows[silo][k] >= n for k, n in want[silo].items())
-    # a crash repeats what was processed past the last confirmed commit, capped by count
+    # a crash repeats what was processed past the last confirmed commit: one count interval
     # (the time interval alone let a worker catching up on a loaded box repeat 770 events)
-    assert duplicates <= COMMIT_CAP_EVENTS, "more repeats than the commit cap allows"
+    assert duplicates <= COMMIT_EVERY_EVENTS, "more repeats than one commit interval"
     assert trails == [], "commits fell behind processing:\n" + "\n".join(trails[:10])
     # the last frame is written at the latest by the commit that follows (wait polls 0.2 s)
     assert commit_lag_s <= 2 * COMMIT_INTERVAL_S

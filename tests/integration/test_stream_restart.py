@@ -4,8 +4,8 @@ SIGTERM: Faust stops its agents, the commit sensor flushes every open batch and 
 changes, then commits -> nothing is lost and nothing is sent twice.
 SIGKILL: the restarted worker recovers its tables from the changelogs and resumes from the
 last committed offset; frames sent after that commit are sent again, so rows can repeat
-(at most COMMIT_CAP_EVENTS: one commit interval in flight plus the one being filled, see
-the README's "Why the repeat bound is two count intervals"), but none is lost or different.
+(at most COMMIT_EVERY_EVENTS, one commit interval: see the README's "Why the repeat bound
+is one count interval"), but none is lost or different.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from app.kafka.clients import make_consumer
-from app.stream.commit import COMMIT_CAP_EVENTS
+from app.stream.commit import COMMIT_EVERY_EVENTS
 from app.stream.harness import (
     WorkerProcess,
     end_offsets,
@@ -38,9 +38,10 @@ from tests.integration.test_stream_worker import synthetic_phases
 from topics import CUSTOMERS, TRANSACTIONS, namespaced
 
 ARGS = ("--batch-ms", "300")
-DUPLICATE_BOUND = COMMIT_CAP_EVENTS
-"""Rows a SIGKILL may repeat: the events processed past the last confirmed commit (the
-worker commits every 1 s or 400 events and its inputs wait at this cap)."""
+DUPLICATE_BOUND = COMMIT_EVERY_EVENTS
+"""Rows a SIGKILL may repeat: the events processed past the last confirmed commit, one
+commit interval (the worker commits every 1 s or this many events, and its inputs wait
+before a batch that would put more than this past the last confirmed commit)."""
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:

@@ -44,6 +44,17 @@ def test_cap_counts_from_the_last_confirmed_commit() -> None:
     assert pace.unconfirmed == 256
 
 
+def test_with_the_cap_at_one_interval_a_commit_in_flight_holds_the_next_interval() -> None:
+    # the worker's setting (COMMIT_CAP_EVENTS == COMMIT_EVERY_EVENTS): one interval at most
+    pace = CommitPace(every=800, cap=800)
+    pace.add(768)
+    mark = pace.picked()  # three batches of 256 picked, the commit in flight
+    pace.add(32)
+    assert not pace.has_room(1)  # 801 would repeat: wait for the broker's answer
+    pace.confirmed(mark)
+    assert pace.unconfirmed == 32 and pace.has_room(768) and not pace.has_room(769)
+
+
 def test_a_batch_larger_than_the_cap_passes_right_after_a_commit() -> None:
     pace = CommitPace(every=10, cap=20)
     assert pace.has_room(50)  # nothing unconfirmed: waiting could never help
