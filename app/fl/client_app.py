@@ -50,12 +50,22 @@ from app.fl.site_model import relay_global_model
 from app.kafka.security import PLAINTEXT, read_client_config, use
 from app.model.replay import ReplayBuffer
 
-__all__ = ["NodeSettings", "app", "handle_train", "load_replay", "read_round", "save_replay"]
+__all__ = [
+    "NodeSettings",
+    "app",
+    "handle_train",
+    "load_optimizer",
+    "load_replay",
+    "read_round",
+    "save_optimizer",
+    "save_replay",
+]
 
 logger = logging.getLogger(__name__)
 
 _WAIT_POLL_S = 0.5
 _REPLAY_KEY = "fedstream.replay"
+_OPTIMIZER_KEY = "fedstream.optimizer"
 
 app = ClientApp()
 
@@ -135,13 +145,32 @@ def save_replay(state: RecordDict | None, replay: ReplayBuffer | None) -> None:
     )
 
 
+def load_optimizer(state: RecordDict | None, cfg: FLConfig) -> list[np.ndarray] | None:
+    """The silo's local Adam state from ``context.state`` (None: a fresh optimizer)."""
+    if not cfg.carry_optimizer or state is None:
+        return None
+    record = state.array_records.get(_OPTIMIZER_KEY)
+    if record is None:
+        return None
+    return [record[str(i)].numpy() for i in range(len(record))]
+
+
+def save_optimizer(state: RecordDict | None, opt_state: list[np.ndarray] | None) -> None:
+    """Keep the local Adam state for the next round (it never leaves the node)."""
+    if state is None or opt_state is None:
+        return
+    state.array_records[_OPTIMIZER_KEY] = ArrayRecord(
+        {str(i): Array(np.ascontiguousarray(np.atleast_1d(v))) for i, v in enumerate(opt_state)}
+    )
+
+
 def handle_train(
     msg: Message, cfg: FLConfig, node: NodeSettings, state: RecordDict | None = None
 ) -> Message:
     """One round of one silo (see the module docstring); the adapter's whole logic.
 
     ``state`` is Flower's ``context.state`` of the run: it keeps the silo's replay buffer
-    between rounds.
+    and its local optimizer state between rounds.
     """
     config = msg.content.config_records[CONFIG]
     confirmed = confirmed_for(config, node.silo_id)
@@ -183,6 +212,7 @@ def handle_train(
         result = prequential_round(
             arrays, batch.X, batch.y, model_cfg, ins.mean, ins.std, set_prior=ins.set_prior,
             replay=load_replay(state, cfg, ins.n_features), offset=ins.offset_for(node.silo_id),
+            opt_state=load_optimizer(state, cfg),
         )  # fmt: skip
         reply = attach_read_offsets(
             build_reply(msg, result=result, **common),  # type: ignore[arg-type]
@@ -202,6 +232,8 @@ def handle_train(
     # The buffer advances with the read; a reply the server never aggregates leaves its rows
     # uncommitted, so they come again next round and may then be in the buffer twice.
     save_replay(state, result.replay)
+    if cfg.carry_optimizer:
+        save_optimizer(state, result.opt_state)
     hold_after_reply(node.silo_id, ins.server_round, batch.rows, batch.next_offsets)
     return reply
 

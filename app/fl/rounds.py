@@ -73,6 +73,9 @@ class SiloRoundResult:
         Whether the rows trained on (new and replayed) held a positive: an update from
         negatives alone says nothing about the positive class (see
         :func:`app.fl.aggregation.informative`).
+    opt_state : list of np.ndarray or None
+        The local optimizer state after training (stays in the silo, like the replay
+        buffer; the next round continues from it when ``carry-optimizer`` is on).
     """
 
     arrays: list[np.ndarray]
@@ -86,6 +89,7 @@ class SiloRoundResult:
     scores: np.ndarray | None = None
     replay: ReplayBuffer | None = None
     trained_on_positives: bool = False
+    opt_state: list[np.ndarray] | None = None
 
 
 def standardisation(
@@ -175,6 +179,7 @@ def prequential_round(
     set_prior: bool = False,
     replay: ReplayBuffer | None = None,
     offset: npt.ArrayLike = 0.0,
+    opt_state: list[np.ndarray] | None = None,
 ) -> SiloRoundResult:
     """Test-then-train on one batch of new rows.
 
@@ -201,6 +206,10 @@ def prequential_round(
         Added to the logits of the prequential scores (a number, or one per row of
         ``X``): the silo's base-rate correction (:func:`silo_offsets`). Training does
         not see it: the shared model stays the one of all silos.
+    opt_state : list of np.ndarray, optional
+        The optimizer state this learner's previous round ended with
+        (``SiloRoundResult.opt_state``): local training continues its Adam moments instead
+        of starting a fresh optimizer (:func:`app.model.training.train`).
 
     Returns
     -------
@@ -236,7 +245,10 @@ def prequential_round(
             n, p = replay.seen
             shift = prior_shift(ty, (n + int(known.sum()), p + int((labels > 0).sum())))
     # the FedProx anchor is the model this round starts from (with its prior, if set)
-    result = train(start, tx, ty, config, global_arrays=start, mean=m, std=s, logit_shift=shift)
+    result = train(
+        start, tx, ty, config, global_arrays=start, mean=m, std=s, logit_shift=shift,
+        opt_state=opt_state,
+    )  # fmt: skip
     return SiloRoundResult(
         arrays=result.arrays,
         rows=int(x.shape[0]),
@@ -249,6 +261,7 @@ def prequential_round(
         scores=scores,
         replay=None if replay is None else replay.add(x, labels, seed=config.seed),
         trained_on_positives=bool(result.n_examples) and bool((ty > 0).any()),
+        opt_state=result.opt_state,
     )
 
 

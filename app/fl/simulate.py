@@ -188,6 +188,7 @@ def run_federated(
     state = ServerState(0, initial_arrays(cfg, model_cfg), MomentStats.empty(n_features))
     strategy = build_strategy(cfg)
     replay = {s: cfg.new_replay(n_features) for s in range(len(streams))}  # one per silo
+    opt: dict[int, list[np.ndarray] | None] = {}  # each silo's Adam state (carry-optimizer)
     out = RunResult()
     for r, batches in enumerate(plan, start=1):
         mean, std = state.moments.mean_std() if state.moments.count else (None, None)
@@ -217,9 +218,11 @@ def run_federated(
             X, y = streams[silo].X[start:end], streams[silo].y[start:end]
             result = prequential_round(
                 arrays, X, y, silo_cfg, ins.mean, ins.std, set_prior=ins.set_prior,
-                replay=replay[silo], offset=ins.offset_for(silo),
+                replay=replay[silo], offset=ins.offset_for(silo), opt_state=opt.get(silo),
             )  # fmt: skip
             replay[silo] = result.replay
+            if cfg.carry_optimizer:
+                opt[silo] = result.opt_state
             reply = build_reply(
                 msg,
                 silo=silo,
@@ -256,6 +259,7 @@ def _pooled_run(
     arrays = initial_arrays(cfg, model_cfg)
     moments = MomentStats.empty(n_features)
     replay = cfg.new_replay(n_features)  # the pooled learner's memory, as a silo's
+    opt: list[np.ndarray] | None = None  # and its Adam state, as a silo's (carry-optimizer)
     out = RunResult()
     trained = False
     counts: dict[int, tuple[int, int]] = {}  # silo -> (labelled, positives) scored so far
@@ -272,8 +276,10 @@ def _pooled_run(
         )
         result = prequential_round(
             arrays, np.concatenate(xs), np.concatenate(ys), model_cfg, mean, std,
-            set_prior=fresh, replay=replay, offset=offset,
+            set_prior=fresh, replay=replay, offset=offset, opt_state=opt,
         )  # fmt: skip
+        if cfg.carry_optimizer:
+            opt = result.opt_state
         for s, y in zip(silos, ys, strict=True):
             n, p = counts.get(s, (0, 0))
             counts[s] = (n + int((y >= 0).sum()), p + int((y > 0).sum()))

@@ -9,6 +9,16 @@ Performance notes
   chunk function compiles at most once per ``(chunk, batch_size)`` shape and is cached
   across calls (keyed by architecture and optimiser hyper-parameters, not by seed).
 - The loss is accumulated on device and read back once at the end.
+
+Optimizer state across rounds
+-----------------------------
+:func:`train` returns the Adam moments it ended with (``TrainResult.opt_state``, host
+arrays) and takes them back next round (``opt_state``), so a learner's Adam continues
+from round to round instead of starting fresh each time (``carry-optimizer``, see
+:class:`app.fl.config.FLConfig`). A fresh Adam moves every weight by about one learning
+rate per step in its first steps, whatever the size of its gradient; with a few rare
+positives per silo and round, those moves follow each silo's noise, and FedAvg then
+averages three noisy models.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from app.model.config import ModelConfig
 from app.model.params import layout_for, validate_arrays
 from app.model.standardize import standardize
 
-__all__ = ["TrainResult", "predict", "prepare_rows", "train", "weighted_bce"]
+__all__ = ["OptState", "TrainResult", "predict", "prepare_rows", "train", "weighted_bce"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +48,9 @@ _CHUNKS = (64, 8, 1)
 _PREDICT_MAX_ROWS = 8192
 
 ChunkFn = Callable[..., tuple[Any, Any, jax.Array, jax.Array]]
+
+OptState = list[np.ndarray]
+"""The optimizer state between rounds: the leaves of optax's Adam state, as host arrays."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +67,16 @@ class TrainResult:
         Mean weighted BCE per labelled example over all steps (NaN if nothing trained).
     seconds : float
         Wall-clock time of the call.
+    opt_state : list of np.ndarray or None
+        The optimizer state after the last step (the one passed in when nothing was
+        trained), to continue from in the next call.
     """
 
     arrays: list[np.ndarray]
     n_examples: int
     loss_mean: float
     seconds: float
+    opt_state: OptState | None = None
 
 
 def weighted_bce(logits: jax.Array, y: jax.Array, pos_weight: float) -> jax.Array:
@@ -159,6 +176,25 @@ def _chunks(n_batches: int) -> list[tuple[int, int]]:
     return out
 
 
+def _restore(template: Any, leaves: OptState | None) -> Any:
+    """``leaves`` in the structure of ``template`` (a fresh state), or None if they do not fit."""
+    if not leaves:
+        return None
+    fresh, treedef = jax.tree_util.tree_flatten(template)
+    if len(fresh) != len(leaves) or any(
+        np.size(a) != np.size(b) for a, b in zip(fresh, leaves, strict=True)
+    ):
+        logger.info("train: optimizer state does not fit this model, starting a fresh one")
+        return None
+    return jax.tree_util.tree_unflatten(
+        treedef,
+        [
+            jnp.asarray(np.asarray(b).reshape(np.shape(a)), dtype=a.dtype)
+            for a, b in zip(fresh, leaves, strict=True)
+        ],
+    )
+
+
 def train(
     arrays: Sequence[np.ndarray],
     X: npt.ArrayLike,
@@ -168,6 +204,7 @@ def train(
     mean: npt.ArrayLike | None = None,
     std: npt.ArrayLike | None = None,
     logit_shift: float = 0.0,
+    opt_state: OptState | None = None,
 ) -> TrainResult:
     """Train locally from ``arrays`` on rows ``X`` with labels ``y``.
 
@@ -189,6 +226,10 @@ def train(
         Added to every logit in the loss only (logit adjustment): training rows whose
         class mix differs from the stream's by ``logit(train rate) - logit(stream rate)``
         then leave the model's own logit at the stream's base rate.
+    opt_state : list of np.ndarray, optional
+        The optimizer state a previous call returned (``TrainResult.opt_state``): Adam
+        continues from it (its moments and step count) instead of starting fresh. A state
+        that does not fit the model (other shapes) is ignored.
 
     Returns
     -------
@@ -207,7 +248,7 @@ def train(
     start_arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
     if n == 0 or config.epochs == 0:
         logger.info("train: nothing to do (labelled rows=%d, epochs=%d)", n, config.epochs)
-        return TrainResult(start_arrays, n, float("nan"), time.perf_counter() - t0)
+        return TrainResult(start_arrays, n, float("nan"), time.perf_counter() - t0, opt_state)
 
     if global_arrays is not None:
         validate_arrays(config, global_arrays)
@@ -223,7 +264,9 @@ def train(
     params = [jnp.asarray(a) for a in start_arrays]
     anchor = global_arrays if global_arrays is not None else start_arrays
     gparams = [jnp.asarray(np.asarray(a, dtype=np.float32)) for a in anchor]
-    opt_state = init_opt(params)
+    state = init_opt(params)
+    carried = _restore(state, opt_state)
+    state = state if carried is None else carried
 
     bsz = config.batch_size
     n_batches = -(-n // bsz)
@@ -249,12 +292,13 @@ def train(
         xs = xpad.reshape(n_batches, bsz, config.n_features)
         ys = ypad.reshape(n_batches, bsz)
         for (s, k), wc in zip(plan, w_chunks, strict=True):
-            params, opt_state, ls, wsum = run_chunk(
-                params, opt_state, gparams, xs[s : s + k], ys[s : s + k], wc, shift
+            params, state, ls, wsum = run_chunk(
+                params, state, gparams, xs[s : s + k], ys[s : s + k], wc, shift
             )
             loss_sum = loss_sum + ls
             weight_sum = weight_sum + wsum
     out_arrays = [np.asarray(p, dtype=np.float32) for p in jax.device_get(params)]
+    out_state = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(jax.device_get(state))]
     loss_mean = float(loss_sum) / max(float(weight_sum), 1.0)
     seconds = time.perf_counter() - t0
     logger.debug(
@@ -265,7 +309,7 @@ def train(
         n * epochs / max(seconds, 1e-9),
         loss_mean,
     )
-    return TrainResult(out_arrays, n, loss_mean, seconds)
+    return TrainResult(out_arrays, n, loss_mean, seconds, out_state)
 
 
 @functools.lru_cache(maxsize=16)

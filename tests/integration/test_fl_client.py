@@ -8,7 +8,7 @@ from confluent_kafka import TopicPartition
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 import topics
-from app.fl.client_app import NodeSettings, handle_train, load_replay
+from app.fl.client_app import NodeSettings, handle_train, load_optimizer, load_replay
 from app.fl.config import FLConfig
 from app.fl.kafka_io import ensure_topics, produce_frames
 from app.fl.messages import (
@@ -106,6 +106,10 @@ def test_rows_wait_train_and_commit_once_the_server_confirms(
     # the silo's replay buffer stays in its context.state, holding the labelled rows read
     replay = load_replay(state, cfg, busy.moments.n_features)
     assert replay is not None and replay.rows == busy.evaluation.histogram.count == 500
+    # and so does its local Adam state (carry-optimizer): moments and a step count > 0
+    opt = load_optimizer(state, cfg)
+    steps = [int(leaf.reshape(-1)[0]) for leaf in opt or [] if leaf.dtype.kind == "i"]
+    assert opt is not None and len(steps) == 1 and steps[0] >= 1
 
     # Execute + Assert: the server never aggregated it -> the same rows are trained again
     lost = parse_reply(handle_train(_train_message(cfg, spec, OffsetLedger()), cfg, node))
