@@ -68,7 +68,18 @@ class ChatClient:
             **{"fetch.wait.max.ms": 500},
         )
         self._pending: dict[str, float] = {}
+        self._connect()
         self._assign()
+
+    def _connect(self) -> None:
+        # The producer connects on its first send otherwise: the first requests of a
+        # client then waited for TCP, TLS and SCRAM (45-86 ms secure, 5-34 ms plaintext,
+        # measured) before they were even sent.
+        topic = self.requests_topic
+        meta = self._producer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise RuntimeError(f"topic {topic} is not writable for tenant {self.tenant!r}: "
+                               f"{'missing' if meta is None else meta.error.str()}")  # fmt: skip
 
     def _assign(self) -> None:
         topic = self.responses_topic
