@@ -78,8 +78,9 @@ class ChatClient:
         topic = self.requests_topic
         meta = self._producer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise RuntimeError(f"topic {topic} is not writable for tenant {self.tenant!r}: "
-                               f"{'missing' if meta is None else meta.error.str()}")  # fmt: skip
+            why = "no such topic" if meta is None else meta.error.str()
+            raise RuntimeError(f"cannot write {topic} as tenant {self.tenant!r} (are these "
+                               f"that tenant's credentials?): {why}")  # fmt: skip
 
     def _assign(self) -> None:
         topic = self.responses_topic

@@ -16,12 +16,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from app.kafka.admin import make_admin
+from app.kafka.principals import tenant_principal
+from app.kafka.security import acting_as, read_client_config
 from app.produce.synthetic import SyntheticBank
 from app.stream.ask import ChatClient
 from app.stream.harness import (
@@ -220,3 +223,19 @@ def test_fedstream_ask_takes_the_tenant_from_the_flag_or_the_environment(
     assert as_silo0_env.returncode == 3, as_silo0_env.stderr
     assert orjson.loads(as_silo0_env.stdout)["status"] == "not_authorised"
     assert flag_wins.returncode == 0 and orjson.loads(flag_wins.stdout)["status"] == "ok"
+
+
+def test_a_client_with_another_tenants_credentials_is_refused_before_it_sends(
+    kafka_bootstrap: str, kafka_clients: Path, chat_worker: ChatDeployment
+) -> None:
+    # Prepare: silo 1's tenant credentials, silo 0's request topic
+    silo1 = read_client_config(kafka_clients / f"{tenant_principal(silo_tenant(1))}.conf")
+
+    # Execute: the client connects (and checks its request topic) at construction
+    with acting_as(silo1), pytest.raises(RuntimeError) as refused:
+        ChatClient(kafka_bootstrap, chat_worker.ns, silo_tenant(0))
+
+    # Assert: one line that names the topic and the tenant
+    message = str(refused.value)
+    assert "\n" not in message and "cannot write" in message
+    assert silo_tenant(0) in message and "chatbot." in message
