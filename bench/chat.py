@@ -164,8 +164,8 @@ def _wait_steady(
 CHAT_WARMUP_S = 2.0
 """Chat requests sent (at the measured rate) before the measured chat phase, their replies
 reported apart (``chat_warmup_ms``): the first replies of a leg waited for what happens
-once per client and worker (the worker's first reply produce, the client's first fetch,
-the broker's first appends to the reply topics): 26-73 replies of 20-160 ms at its start
+once per client and worker (first use of the client's connections and of the worker's
+reply path; which part of it was not pinned down): 26-73 replies of 20-160 ms at its start
 with security on, 8-12 of 20-30 ms without, in one-off probes of single legs."""
 
 
