@@ -51,8 +51,10 @@ from confluent_kafka import TopicPartition
 
 from app.demo.report import latency_percentiles
 from app.features.spec import FeatureSpec
+from app.kafka.access import revoke_stale
 from app.kafka.admin import delete_topics, make_admin
 from app.kafka.clients import make_consumer, make_producer, produce_when_room
+from app.kafka.security import current
 from app.model.config import ModelConfig
 from app.model.standardize import MomentStats
 from app.produce.sender import TokenBucket
@@ -244,7 +246,10 @@ def run_bench(
         return _measure(settings, ns, rate, chat_rate, seconds, customers, samples)
     finally:
         # every topic of the namespace: the catalogue and the worker's changelogs
-        delete_topics(make_admin(settings.bootstrap), prefix=f"{ns}.")
+        admin = make_admin(settings.bootstrap)
+        delete_topics(admin, prefix=f"{ns}.")
+        if current().secure:  # and its ACLs: a broker kept for many legs gathered them
+            revoke_stale(admin, [], lambda grant: grant.name.startswith(ns))
 
 
 def _measure(
