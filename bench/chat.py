@@ -54,6 +54,7 @@ from app.features.spec import FeatureSpec
 from app.kafka.access import revoke_stale
 from app.kafka.admin import delete_topics, make_admin
 from app.kafka.clients import make_consumer, make_producer, produce_when_room
+from app.kafka.principals import in_namespace
 from app.kafka.security import current
 from app.model.config import ModelConfig
 from app.model.standardize import MomentStats
@@ -249,7 +250,7 @@ def run_bench(
         admin = make_admin(settings.bootstrap)
         delete_topics(admin, prefix=f"{ns}.")
         if current().secure:  # and its ACLs: a broker kept for many legs gathered them
-            revoke_stale(admin, [], lambda grant: grant.name.startswith(ns))
+            revoke_stale(admin, [], lambda grant: in_namespace(grant.name, ns))
 
 
 def _measure(
