@@ -367,6 +367,13 @@ def bench_chat_command(
     warmup: Annotated[
         bool, typer.Option(help="--security both: one leg per mode first, not compared.")
     ] = True,
+    broker_per_leg: Annotated[
+        bool,
+        typer.Option(
+            help="--security both: a fresh broker for every leg, the only one up "
+            "(default: one broker per mode, both up for the whole comparison)."
+        ),
+    ] = False,
     against: Annotated[
         str | None,
         typer.Option(
@@ -408,7 +415,7 @@ def bench_chat_command(
                    "event_to_enriched_ms.p50": False, "worker_cpu_ms_per_1k": False,
                    "broker_cpu_share": False}  # fmt: skip
         doc = compare_security(
-            measure, settings.cache_dir, figures, settings.silos, repeats, warmup
+            measure, settings.cache_dir, figures, settings.silos, repeats, warmup, broker_per_leg
         )
         doc["pooled"] = pooled_latencies(pooled, warmup)
         typer.echo(f"security cost (medians of {repeats} legs per mode): {doc['security_cost']}; "

@@ -189,9 +189,12 @@ def compare_security(
     silos: int = 3,
     repeats: int = 3,
     warmup: bool = True,
+    broker_per_leg: bool = False,
 ) -> dict[str, Any]:
     """``run(bootstrap, secure)`` on an insecure and a secure temporary broker, interleaved
-    (see :func:`leg_order`); both brokers run for the whole comparison.
+    (see :func:`leg_order`). By default both brokers run for the whole comparison and each
+    serves every leg of its mode; with ``broker_per_leg`` every leg starts a fresh broker
+    of its mode and it is the only one up (slower: one broker start per leg).
 
     ``figures`` maps a (dotted) key of the result to True when higher is better.
     """
@@ -199,24 +202,36 @@ def compare_security(
         raise ValueError("repeats must be at least 1")
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     warm: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    legs = leg_order(repeats, warmup)
     with contextlib.ExitStack() as stack:
-        brokers = {m: stack.enter_context(_started(cache_dir, m == "secure", silos)) for m in MODES}
-        legs = leg_order(repeats, warmup)
+        shared = {} if broker_per_leg else {
+            m: stack.enter_context(_started(cache_dir, m == "secure", silos)) for m in MODES
+        }  # fmt: skip
         for i, (mode, is_warmup) in enumerate(legs, 1):
             state = ("on" if mode == "secure" else "off") + (" (warm-up)" if is_warmup else "")
             logger.info("leg %d/%d: security %s", i, len(legs), state)
-            with acting_on(brokers[mode]) as bootstrap:
-                load_before, t0 = os.getloadavg()[0], time.monotonic()
-                cpu0 = _broker_cpu(brokers[mode])
-                result = run(bootstrap, mode == "secure")
-            # the box is shared: each leg says how busy it was (1-min load average) and
-            # what share of a core its broker used (TLS and SASL cost the broker, too)
-            result["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
-            cpu1 = _broker_cpu(brokers[mode])
-            if cpu0 is not None and cpu1 is not None:
-                result["broker_cpu_share"] = round((cpu1 - cpu0) / (time.monotonic() - t0), 3)
+            with contextlib.ExitStack() as leg_stack:
+                broker = shared.get(mode) or leg_stack.enter_context(
+                    _started(cache_dir, mode == "secure", silos)
+                )
+                result = _leg(run, broker)
             (warm if is_warmup else runs)[mode].append(result)
     doc = summarize(runs, figures)
     doc.update({"repeats": repeats, "order": [m for m, w in legs if not w], "runs": runs,
-                "warmup": warm if warmup else None})  # fmt: skip
+                "warmup": warm if warmup else None,
+                "brokers": "one per leg" if broker_per_leg else "one per mode"})  # fmt: skip
     return doc
+
+
+def _leg(run: Callable[[str, bool], dict[str, Any]], broker: TemporaryBroker) -> dict[str, Any]:
+    with acting_on(broker) as bootstrap:
+        load_before, t0 = os.getloadavg()[0], time.monotonic()
+        cpu0 = _broker_cpu(broker)
+        result = run(bootstrap, broker.secure)
+    # the box is shared: each leg says how busy it was (1-min load average) and what
+    # share of a core its broker used (TLS and SASL cost the broker, too)
+    result["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    cpu1 = _broker_cpu(broker)
+    if cpu0 is not None and cpu1 is not None:
+        result["broker_cpu_share"] = round((cpu1 - cpu0) / (time.monotonic() - t0), 3)
+    return result
