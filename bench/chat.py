@@ -65,6 +65,7 @@ from app.stream.ask import ChatClient, Reply
 from app.stream.harness import WorkerProcess, create_topics, produce_records, read_topic
 from app.stream.spec import feature_spec
 from bench.cpu import process_cpu_s
+from bench.security import BROKER_PER_LEG_HELP
 from topics import CUSTOMERS, FEATURES_ENRICHED, MODEL_GLOBAL, TRANSACTIONS, namespaced
 
 __all__ = ["bench_chat_command", "pooled_latencies", "run_bench", "split_latencies"]
@@ -367,13 +368,7 @@ def bench_chat_command(
     warmup: Annotated[
         bool, typer.Option(help="--security both: one leg per mode first, not compared.")
     ] = True,
-    broker_per_leg: Annotated[
-        bool,
-        typer.Option(
-            help="--security both: a fresh broker for every leg, the only one up "
-            "(default: one broker per mode, both up for the whole comparison)."
-        ),
-    ] = False,
+    broker_per_leg: Annotated[bool, typer.Option(help=BROKER_PER_LEG_HELP)] = False,
     against: Annotated[
         str | None,
         typer.Option(

@@ -54,6 +54,7 @@ from typing import Annotated, Any
 import typer
 
 from bench.cpu import CpuSampler
+from bench.security import BROKER_PER_LEG_HELP
 
 __all__ = ["bench_stream_command", "run_bench"]
 
@@ -353,6 +354,7 @@ def bench_stream_command(
     warmup: Annotated[
         bool, typer.Option(help="--security both: one leg per mode first, not compared.")
     ] = False,
+    broker_per_leg: Annotated[bool, typer.Option(help=BROKER_PER_LEG_HELP)] = False,
     against: Annotated[
         str | None,
         typer.Option(
@@ -387,7 +389,7 @@ def bench_stream_command(
                    "latency_ms.p50": False, "latency_ms.p99": False,
                    "worker_cpu_us_per_event": False}  # fmt: skip
         doc = compare_security(
-            measure, settings.cache_dir, figures, settings.silos, repeats, warmup
+            measure, settings.cache_dir, figures, settings.silos, repeats, warmup, broker_per_leg
         )
         print(f"security cost (fraction of each figure, medians of {repeats} legs per mode): "
               f"{doc['security_cost']}; paired: {doc['paired_cost']}; "

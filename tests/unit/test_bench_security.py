@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from bench.security import leg_order, summarize
+import bench.security
+from app.kafka.security import PLAINTEXT
+from bench.security import TemporaryBroker, compare_security, leg_order, summarize
 
 
 def test_legs_alternate_abba_after_a_warmup_pair() -> None:
@@ -18,6 +25,49 @@ def test_legs_alternate_abba_after_a_warmup_pair() -> None:
     assert leg_order(repeats=2, warmup=False) == [
         ("insecure", False), ("secure", False), ("secure", False), ("insecure", False)
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("per_leg", [False, True])
+def test_brokers_are_one_per_mode_or_one_per_leg_and_only_the_legs_is_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, per_leg: bool
+) -> None:
+    # Prepare: broker starts are recorded instead of run (the orchestration is pure code)
+    up: list[str] = []
+    started: list[str] = []
+
+    @contextlib.contextmanager
+    def fake_started(cache_dir: Path, secure: bool, silos: int) -> Iterator[TemporaryBroker]:
+        name = f"{'secure' if secure else 'insecure'}-{len(started)}"
+        started.append(name)
+        up.append(name)
+        try:
+            yield TemporaryBroker(name, secure, PLAINTEXT, tmp_path)
+        finally:
+            up.remove(name)
+
+    monkeypatch.setattr(bench.security, "_started", fake_started)
+    seen: list[tuple[str, bool, list[str]]] = []
+
+    def run(bootstrap: str, secure: bool) -> dict[str, Any]:
+        seen.append((bootstrap, secure, list(up)))
+        return {"ms": 1.0}
+
+    # Execute
+    doc = compare_security(run, tmp_path, {"ms": False}, repeats=2, warmup=True,
+                           broker_per_leg=per_leg)  # fmt: skip
+
+    # Assert: every leg ran on a broker of its own mode
+    assert [secure for _, secure, _ in seen] == [False, True, False, True, True, False]
+    assert all(b.startswith("secure" if s else "insecure") for b, s, _ in seen)
+    assert up == []  # all stopped
+    if per_leg:
+        assert len(started) == 6 and len({b for b, _, _ in seen}) == 6
+        assert all(others == [b] for b, _, others in seen)  # the only broker up
+        assert doc["brokers"] == "one per leg"
+    else:
+        assert started == ["insecure-0", "secure-1"]
+        assert all(sorted(others) == ["insecure-0", "secure-1"] for _, _, others in seen)
+        assert doc["brokers"] == "one per mode"
 
 
 def test_costs_come_from_medians_and_pairs() -> None:
