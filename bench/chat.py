@@ -363,8 +363,13 @@ def bench_chat_command(
         ),
     ] = "both",
     repeats: Annotated[
-        int, typer.Option(min=1, help="--security both: measured legs per mode (interleaved).")
-    ] = 3,
+        int,
+        typer.Option(
+            min=1,
+            help="--security both: measured legs per mode (interleaved; an even number "
+            "makes whole ABBA blocks, so a steady drift hits both modes alike).",
+        ),
+    ] = 4,
     warmup: Annotated[
         bool, typer.Option(help="--security both: one leg per mode first, not compared.")
     ] = True,
