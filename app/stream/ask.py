@@ -68,8 +68,12 @@ class ChatClient:
             **{"fetch.wait.max.ms": 500},
         )
         self._pending: dict[str, float] = {}
-        self._connect()
-        self._assign()
+        try:
+            self._connect()
+            self._assign()
+        except BaseException:
+            self._consumer.close()  # a refused client leaves no group member or thread
+            raise
 
     def _connect(self) -> None:
         # The producer connects on its first send otherwise: the first requests of a
