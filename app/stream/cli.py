@@ -20,11 +20,14 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 def _use_uvloop() -> None:
     """Run the worker on uvloop. Faust's aiokafka connections do their TLS in the event
     loop; asyncio's is Python (sslproto), uvloop's is not. bench chat, 4 legs per mode on a
-    quiet 2-core box: the secure worker's extra CPU per event +9-12 % on asyncio, -2 % on
-    uvloop; the chat p50 cost of security +23-36 % -> +10 %."""
-    import mode.loop
+    quiet 2-core box: the secure worker's extra CPU per event +9-12 % on asyncio (3 runs),
+    -2 / -6 % on uvloop (2 runs); the chat p50 cost of security +23-36 % -> +10 / +0.3 %."""
+    try:
+        import mode.loop
 
-    mode.loop.use("uvloop")
+        mode.loop.use("uvloop")
+    except ImportError:  # no uvloop for this platform (Windows): asyncio's own loop
+        logger.warning("uvloop is not installed: the worker runs on asyncio's event loop")
 
 
 def _logging_config(faust_level: str) -> dict[str, Any]:
