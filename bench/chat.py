@@ -34,6 +34,7 @@ line is one JSON object with the figures.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import random
 import tempfile
@@ -51,11 +52,8 @@ from confluent_kafka import TopicPartition
 
 from app.demo.report import latency_percentiles
 from app.features.spec import FeatureSpec
-from app.kafka.access import revoke_stale
 from app.kafka.admin import delete_topics, make_admin
 from app.kafka.clients import make_consumer, make_producer, produce_when_room
-from app.kafka.principals import in_namespace
-from app.kafka.security import current
 from app.model.config import ModelConfig
 from app.model.standardize import MomentStats
 from app.produce.sender import TokenBucket
@@ -65,7 +63,7 @@ from app.stream.ask import ChatClient, Reply
 from app.stream.harness import WorkerProcess, create_topics, produce_records, read_topic
 from app.stream.spec import feature_spec
 from bench.cpu import process_cpu_s
-from bench.security import BROKER_PER_LEG_HELP
+from bench.options import BROKER_PER_LEG_HELP
 from topics import CUSTOMERS, FEATURES_ENRICHED, MODEL_GLOBAL, TRANSACTIONS, namespaced
 
 __all__ = ["bench_chat_command", "pooled_latencies", "run_bench", "split_latencies"]
@@ -250,8 +248,21 @@ def run_bench(
         # every topic of the namespace: the catalogue and the worker's changelogs
         admin = make_admin(settings.bootstrap)
         delete_topics(admin, prefix=f"{ns}.")
-        if current().secure:  # and its ACLs: a broker kept for many legs gathered them
-            revoke_stale(admin, [], lambda grant: in_namespace(grant.name, ns))
+        _revoke_namespace_acls(admin, ns)
+
+
+def _revoke_namespace_acls(admin: Any, ns: str) -> None:
+    """A secure broker kept for many legs gathered every leg's ACLs. Imported here, not at
+    the top: ``--against``'s reference arm runs this file beside a tree without Kafka
+    security (bench/chat_leg.py)."""
+    if importlib.util.find_spec("app.kafka.security") is None:
+        return
+    from app.kafka.access import revoke_stale
+    from app.kafka.principals import in_namespace
+    from app.kafka.security import current
+
+    if current().secure:
+        revoke_stale(admin, [], lambda grant: in_namespace(grant.name, ns))
 
 
 def _measure(

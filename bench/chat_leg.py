@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["main"]
+__all__ = ["load_bench_chat", "main"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,6 +34,18 @@ def _load(name: str, file: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_bench_chat() -> ModuleType:
+    """This tree's ``bench/chat.py``, beside whatever ``app`` resolves to."""
+    from app.kafka import clients
+
+    if not hasattr(clients, "produce_when_room"):  # REV predates the load generator's helper
+        room = _load("fedstream_bench_room", "../app/kafka/room.py")  # needs nothing of REV
+        clients.produce_when_room = room.produce_when_room
+    _load("bench.cpu", "cpu.py")  # `from bench.cpu import ...` finds it in sys.modules
+    _load("bench.options", "options.py")
+    return _load("fedstream_bench_chat_leg", "chat.py")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,13 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         from app.kafka.security import use
 
         use(settings.kafka_identity("admin"))
-    from app.kafka import clients
-
-    if not hasattr(clients, "produce_when_room"):  # REV predates the load generator's helper
-        room = _load("fedstream_bench_room", "../app/kafka/room.py")  # needs nothing of REV
-        clients.produce_when_room = room.produce_when_room
-    _load("bench.cpu", "cpu.py")  # `from bench.cpu import ...` finds it in sys.modules
-    chat = _load("fedstream_bench_chat_leg", "chat.py")
+    chat = load_bench_chat()
     samples: dict[str, list[float]] = {}
     result = chat.run_bench(
         settings, args.rate, args.chat_rate, args.seconds, args.customers, samples

@@ -43,7 +43,6 @@ from bench.cpu import process_cpu_s
 from topics import chat_tenants
 
 __all__ = [
-    "BROKER_PER_LEG_HELP",
     "MAX_COST",
     "TemporaryBroker",
     "compare_security",
@@ -55,10 +54,6 @@ logger = logging.getLogger(__name__)
 
 MAX_COST = 0.15
 MODES = ("insecure", "secure")
-BROKER_PER_LEG_HELP = (
-    "--security both: a fresh broker for every leg, the only one up (default: one per "
-    "mode, both up for the whole comparison). Its JVM is cold: both modes run slower."
-)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from typing import Annotated, Any
 import typer
 
 from bench.cpu import CpuSampler
-from bench.security import BROKER_PER_LEG_HELP
+from bench.options import BROKER_PER_LEG_HELP
 
 __all__ = ["bench_stream_command", "run_bench"]
 

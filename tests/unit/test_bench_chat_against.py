@@ -1,10 +1,17 @@
-"""bench chat --against: arm order, pooled costs, and a reference revision's Reply."""
+"""bench chat --against: arm order, pooled costs, a reference revision's Reply, and a leg
+beside a reference tree."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bench import chat_leg
+from bench.against import export_revision
 from bench.chat import split_latencies
 from bench.chat_against import arm_order, summarize_arms
 
@@ -61,3 +68,29 @@ def test_split_latencies_takes_a_reply_without_halves() -> None:
 
     # Assert
     assert parts == {"total": [4.0], "to_worker": [], "from_worker": []}
+
+
+def test_a_leg_loads_this_trees_bench_beside_the_tree_before_kafka_security(
+    tmp_path: Path,
+) -> None:
+    # Prepare: f1f0fe1, the chat path before issue 12 (the README's reference), first on
+    # PYTHONPATH as `bench chat --against` puts it; it has no app.kafka.security
+    tree = export_revision("f1f0fe1", tmp_path)
+    assert not (tree / "app" / "kafka" / "security.py").exists()
+    leg = Path(chat_leg.__file__)
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('leg', {str(leg)!r})\n"
+        "leg = importlib.util.module_from_spec(spec); spec.loader.exec_module(leg)\n"
+        "chat = leg.load_bench_chat()\n"
+        "print(callable(chat.run_bench), chat.__name__)\n"
+    )
+
+    # Execute
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tmp_path,
+                          timeout=120)  # fmt: skip
+
+    # Assert: every import of this tree's bench chat resolves against that tree
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "fedstream_bench_chat_leg"]
