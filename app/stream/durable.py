@@ -116,19 +116,27 @@ class DurableStore:
         self._deleted_states.setdefault(partition, set()).add(key)
 
     # -- write-behind -------------------------------------------------------------------
-    def take_dirty(self) -> tuple[dict[int, dict[str, bytes]], dict[int, dict[str, bytes]]]:
-        """Per partition, encoded histories and key states changed since the last call."""
+    def take_dirty(
+        self, max_keys: int | None = None
+    ) -> tuple[dict[int, dict[str, bytes]], dict[int, dict[str, bytes]]]:
+        """Per partition, encoded histories and key states changed since the last call.
+
+        ``max_keys``: encode at most that many (histories first); the rest stay dirty for
+        the next call, so a caller can spread a large change set over several steps.
+        """
         schema = self.table.schema if self.table is not None else "json"
-        histories = {
-            partition: {k: encode_table_history(schema, self._histories[k]) for k in keys}
-            for partition, keys in self._dirty_histories.items()
-        }
-        states = {
-            partition: {k: encode_key_state(self._states[k]) for k in keys}
-            for partition, keys in self._dirty_states.items()
-        }
-        self._dirty_histories, self._dirty_states = {}, {}
+
+        def history(key: str) -> bytes:
+            return encode_table_history(schema, self._histories[key])
+
+        histories, left = _take(self._dirty_histories, max_keys, history)
+        states, _ = _take(self._dirty_states, left, lambda k: encode_key_state(self._states[k]))
         return histories, states
+
+    @property
+    def has_dirty(self) -> bool:
+        """Whether any history or key state changed since the last :meth:`take_dirty`."""
+        return any(self._dirty_histories.values()) or any(self._dirty_states.values())
 
     def take_deleted(self) -> tuple[Dirty, Dirty]:
         """Per partition, the keys whose history / key state must leave the tables."""
@@ -148,3 +156,24 @@ class DurableStore:
             self._histories.pop(key, None)
             self._states.pop(key, None)
             del self.partition_of[key]
+
+
+def _take(
+    dirty: Dirty, max_keys: int | None, encode: Callable[[str], bytes]
+) -> tuple[dict[int, dict[str, bytes]], int | None]:
+    """Encode and drop up to ``max_keys`` keys of ``dirty`` (None: all); returns the
+    encoded values per partition and how many more may be taken."""
+    out: dict[int, dict[str, bytes]] = {}
+    for partition in list(dirty):
+        if max_keys == 0:
+            break
+        keys = dirty[partition]
+        if max_keys is None or len(keys) <= max_keys:
+            out[partition] = {k: encode(k) for k in keys}
+            del dirty[partition]
+            if max_keys is not None:
+                max_keys -= len(keys)
+            continue
+        out[partition] = {k: encode(k) for k in (keys.pop() for _ in range(max_keys))}
+        max_keys = 0
+    return out, max_keys

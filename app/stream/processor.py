@@ -291,9 +291,17 @@ class StreamProcessor:
         return frames
 
     # -- write-behind --------------------------------------------------------------------------
-    def take_dirty(self) -> tuple[dict[int, dict[str, bytes]], dict[int, dict[str, bytes]]]:
-        """Per partition, the table histories and key states changed since the last call."""
-        return self.store.take_dirty()
+    def take_dirty(
+        self, max_keys: int | None = None
+    ) -> tuple[dict[int, dict[str, bytes]], dict[int, dict[str, bytes]]]:
+        """Per partition, the table histories and key states changed since the last call
+        (at most ``max_keys`` of them: the rest stay for the next call)."""
+        return self.store.take_dirty(max_keys)
+
+    @property
+    def has_dirty(self) -> bool:
+        """Whether :meth:`take_dirty` has anything to take."""
+        return self.store.has_dirty
 
     def take_deleted(self) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
         """Per partition, the keys whose history / key state must leave the tables."""

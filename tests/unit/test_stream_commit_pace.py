@@ -13,6 +13,18 @@ import pytest
 
 from app.stream.commit import Committer, CommitTimes
 from app.stream.commit_pace import CommitPace
+from app.stream.staged_state import Snapshot
+
+
+def _unchanged_writer(stream_topic: str) -> SimpleNamespace:
+    """A TableWriter with no changed state."""
+    return SimpleNamespace(
+        delete=lambda: None,
+        chunks=lambda: iter(()),
+        stream_topic=stream_topic,
+        snapshot=lambda max_keys=None: Snapshot(),
+        has_changes=False,
+    )
 
 
 def test_a_commit_is_due_after_every_events_not_before(loop: asyncio.AbstractEventLoop) -> None:
@@ -142,7 +154,7 @@ def test_a_stalled_commit_is_logged_with_where_it_waits_and_awaited(
         inputs_open=asyncio.Event(), commit_ms=CommitTimes(), last_event={}, finished={},
         commit_watch=SimpleNamespace(observe=lambda *a: []),
     )  # fmt: skip
-    writer = SimpleNamespace(delete=lambda: None, chunks=lambda: iter(()), stream_topic="t")
+    writer = _unchanged_writer("t")
     committer = Committer(app, handle, writer, lambda: None, _delivered)  # type: ignore[arg-type]
     committer.stall_s = 0.2
     committer.pace.add(100)
@@ -179,8 +191,7 @@ def test_positions_committed_by_another_commit_count_as_confirmed(
         last_event={("bank.transactions", 0): event}, finished={},
         commit_watch=SimpleNamespace(observe=lambda *a: []),
     )  # fmt: skip
-    writer = SimpleNamespace(delete=lambda: None, chunks=lambda: iter(()),
-                             stream_topic="bank.transactions")  # fmt: skip
+    writer = _unchanged_writer("bank.transactions")
     committer = Committer(app, handle, writer, lambda: None, _delivered)  # type: ignore[arg-type]
     committer.pace.add(700)
     loop.run_until_complete(asyncio.wait_for(committer.commit_in_steps(), 5))

@@ -199,3 +199,32 @@ def test_a_custom_pipeline_gets_the_same_durability_and_its_own_explanations() -
     assert feature_phrase("risk", pipeline) == "the shop's risk rating"
     assert feature_phrase("recent_count_log1p", pipeline) == "the last-10-minutes count"
     assert feature_phrase("value_log1p", pipeline) == "value"
+
+
+def test_changes_taken_a_few_keys_at_a_time_are_exactly_the_changes_taken_at_once() -> None:
+    # Prepare: two processors fed the same records
+    records = _fraud_events(1_500)
+    whole, steps = Tables().processor(fraud), Tables().processor(fraud)
+    _run(whole, records, 0)
+    _run(steps, records, 0)
+    want_histories, want_states = whole.take_dirty()
+
+    # Execute: at most 7 keys per take, as a timed commit stages its state
+    got_histories: dict[int, dict[str, bytes]] = {}
+    got_states: dict[int, dict[str, bytes]] = {}
+    sizes = []
+    while steps.has_dirty:
+        histories, states = steps.take_dirty(max_keys=7)
+        sizes.append(sum(map(len, histories.values())) + sum(map(len, states.values())))
+        for got, taken in ((got_histories, histories), (got_states, states)):
+            for partition, entries in taken.items():
+                assert not set(entries) & set(got.get(partition, {}))  # no key twice
+                got.setdefault(partition, {}).update(entries)
+
+    # Assert: the same keys and values, at most 7 a take, nothing left
+    assert {p: e for p, e in got_histories.items() if e} == {
+        p: e for p, e in want_histories.items() if e
+    }
+    assert {p: e for p, e in got_states.items() if e} == {p: e for p, e in want_states.items() if e}
+    assert len(sizes) > 20 and max(sizes) == 7 and min(sizes) >= 1
+    assert steps.take_dirty() == ({}, {}) and not whole.has_dirty
