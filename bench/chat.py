@@ -37,6 +37,7 @@ import gc
 import importlib.util
 import logging
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -125,32 +126,46 @@ def _cpu(pid: int) -> float:
     return cpu
 
 
-def _enriched_end(bootstrap: str, ns: str) -> int:
-    topic = namespaced(FEATURES_ENRICHED, ns)
-    consumer = make_consumer(bootstrap, f"bench-chat-{uuid.uuid4().hex[:6]}")
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+class _EnrichedEnd:
+    """The end offset of the enriched topic, read by one consumer for the whole leg (a new
+    consumer per look made a TLS and SCRAM handshake every 2 s, charged to the broker)."""
+
+    def __init__(self, bootstrap: str, ns: str) -> None:
+        self.topic = namespaced(FEATURES_ENRICHED, ns)
+        self.consumer = make_consumer(bootstrap, f"bench-chat-{uuid.uuid4().hex[:6]}")
+        meta = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+        self.partitions = [TopicPartition(self.topic, p) for p in meta.partitions]
+
+    def __call__(self) -> int:
         return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-            for p in meta.partitions
+            self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            for tp in self.partitions
         )
-    finally:
-        consumer.close()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _broker_cpu_now() -> float | None:
+    # only a --security both run (bench.security, in this process) acts on a broker it
+    # started; a --against leg loads this module beside an older tree and must not import it
+    security = sys.modules.get("bench.security")
+    return security.broker_cpu_s() if security is not None else None
 
 
 def _wait_steady(
-    bootstrap: str, ns: str, load: _Load, worker: WorkerProcess, rate: float,
+    enriched_end: _EnrichedEnd, load: _Load, worker: WorkerProcess, rate: float,
     min_s: float = 10.0, timeout_s: float = 300.0, window_s: float = 2.0,
 ) -> float:  # fmt: skip
     """Wait until the worker keeps up with the load (module docstring, step 0); returns
     the seconds it took."""
     start = time.monotonic()
     steady = 0
-    sent, enriched = load.sent, _enriched_end(bootstrap, ns)
+    sent, enriched = load.sent, enriched_end()
     while True:
         time.sleep(window_s)
         worker.check_alive()
-        sent2, enriched2 = load.sent, _enriched_end(bootstrap, ns)
+        sent2, enriched2 = load.sent, enriched_end()
         rate_in = (sent2 - sent) / window_s if rate > 0 else max(sent2 - sent, 1) / window_s
         rate_out = (enriched2 - enriched) / window_s
         sent, enriched = sent2, enriched2
@@ -281,26 +296,33 @@ def _measure(
     with tempfile.TemporaryDirectory() as tmp, WorkerProcess(
         bootstrap, ns, Path(tmp), silos=settings.silos, args=["--store", "memory://"]
     ) as worker:  # fmt: skip
+        enriched_end = _EnrichedEnd(bootstrap, ns)
         load = _Load(bootstrap, ns, events, rate)
         try:
             typer.echo(f"warming up at {rate:,.0f} events/s until the worker keeps up ...")
-            out["warmup_s"] = round(_wait_steady(bootstrap, ns, load, worker, rate), 1)
+            out["warmup_s"] = round(_wait_steady(enriched_end, load, worker, rate), 1)
             typer.echo(f"steady after {out['warmup_s']} s")
             measure_from_ms = time.time() * 1000  # latencies of the warm-up are left out
-            e0, t0, c0 = _enriched_end(bootstrap, ns), time.monotonic(), _cpu(worker.pid)
+            e0, t0, c0 = enriched_end(), time.monotonic(), _cpu(worker.pid)
+            b0 = _broker_cpu_now()
             time.sleep(seconds)
-            e1, t1 = _enriched_end(bootstrap, ns), time.monotonic()
+            e1, t1 = enriched_end(), time.monotonic()
             out["stream_eps_without_chat"] = (e1 - e0) / (t1 - t0)
             typer.echo(f"without chat: {out['stream_eps_without_chat']:,.0f} enriched/s")
             replies, sent, warm = _chat_phase(bootstrap, ns, bank.ids, chat_rate, seconds)
-            e2, t2, c2 = _enriched_end(bootstrap, ns), time.monotonic(), _cpu(worker.pid)
+            e2, t2, c2 = enriched_end(), time.monotonic(), _cpu(worker.pid)
+            b2 = _broker_cpu_now()
             out["stream_eps_with_chat"] = (e2 - e1) / (t2 - t1)
+            # the broker over the two measured phases only (the leg's share includes start-up)
+            if b0 is not None and b2 is not None:
+                out["broker_cpu_share_steady"] = round((b2 - b0) / (t2 - t0), 3)
             # what the worker's work costs, whatever the box's load (both phases)
             out["worker_cpu_ms_per_1k"] = (c2 - c0) * 1e6 / max(e2 - e0, 1)
             out["worker_cpu_share"] = (c2 - c0) / (t2 - t0)
             typer.echo(f"with chat:    {out['stream_eps_with_chat']:,.0f} enriched/s")
         finally:
             load.close()
+            enriched_end.close()
         worker.check_alive()
         out["events_sent"] = load.sent
     parts = split_latencies(replies)
@@ -424,7 +446,7 @@ def bench_chat_command(
 
         figures = {"chat_p50_ms": False, "chat_p99_ms": False, "stream_eps_with_chat": True,
                    "event_to_enriched_ms.p50": False, "worker_cpu_ms_per_1k": False,
-                   "broker_cpu_share": False}  # fmt: skip
+                   "broker_cpu_share": False, "broker_cpu_share_steady": False}  # fmt: skip
         doc = compare_security(
             measure, settings.cache_dir, figures, settings.silos, repeats, warmup, broker_per_leg
         )

@@ -45,6 +45,7 @@ from topics import chat_tenants
 __all__ = [
     "MAX_COST",
     "TemporaryBroker",
+    "broker_cpu_s",
     "compare_security",
     "leg_order",
     "temporary_broker",
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 MAX_COST = 0.15
 MODES = ("insecure", "secure")
+_acted_on: TemporaryBroker | None = None  # set by acting_on, read by broker_cpu_s
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,18 @@ def _started(cache_dir: Path, secure: bool, silos: int) -> Iterator[TemporaryBro
 def acting_on(broker: TemporaryBroker) -> Iterator[str]:
     """This process acts as ``broker``'s admin and ``fedstream`` subprocesses find their
     principals there (FEDSTREAM_KAFKA_CLIENTS); both are restored afterwards."""
+    global _acted_on
     before, env_before = current(), os.environ.get("FEDSTREAM_KAFKA_CLIENTS")
+    acted_before = _acted_on
     # an insecure leg must not pick up another broker's credentials
     os.environ["FEDSTREAM_KAFKA_CLIENTS"] = str(broker.clients_dir)
     use(broker.identity)
+    _acted_on = broker
     try:
         yield broker.bootstrap
     finally:
         use(before)
+        _acted_on = acted_before
         if env_before is None:
             os.environ.pop("FEDSTREAM_KAFKA_CLIENTS", None)
         else:
@@ -111,6 +117,12 @@ def temporary_broker(cache_dir: Path, secure: bool, silos: int = 3) -> Iterator[
 
 def _broker_cpu(broker: TemporaryBroker) -> float | None:
     return process_cpu_s(broker.pid) if broker.pid else None
+
+
+def broker_cpu_s() -> float | None:
+    """CPU seconds used so far by the broker this process acts on (None outside
+    :func:`acting_on`): a leg can charge the broker only for its measured phases."""
+    return _broker_cpu(_acted_on) if _acted_on is not None else None
 
 
 def leg_order(repeats: int, warmup: bool) -> list[tuple[str, bool]]:

@@ -26,6 +26,7 @@ from typing import Any
 from app.kafka.reach import quiet_config
 
 __all__ = [
+    "NO_NAGLE",
     "PLAINTEXT",
     "SCRAM",
     "KafkaIdentity",
@@ -42,6 +43,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCRAM = "SCRAM-SHA-512"
+# Nagle's algorithm holds a small TLS record until the previous one is acknowledged: a chat
+# reply then waits for the peer's delayed ACK (tens of ms). librdkafka >= 2.3 disables it by
+# default; older ones (Debian's kcat) do not, so every client and client config file says so.
+NO_NAGLE = {"socket.nagle.disable": "true"}
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,13 @@ def client_config(
 ) -> dict[str, Any]:
     """The confluent-kafka config of a client of ``bootstrap`` acting as ``identity``."""
     ident = identity or _current
-    return {"bootstrap.servers": bootstrap, **ident.confluent(), **quiet_config(), **overrides}
+    return {
+        "bootstrap.servers": bootstrap,
+        **ident.confluent(),
+        **NO_NAGLE,
+        **quiet_config(),
+        **overrides,
+    }
 
 
 def faust_settings(identity: KafkaIdentity | None = None) -> dict[str, Any]:
@@ -164,6 +175,7 @@ def write_client_config(path: Path, identity: KafkaIdentity) -> KafkaIdentity:
         f"# fedstream Kafka client config of principal {identity.principal} (keep private)",
         f"bootstrap.servers={_escape(identity.bootstrap)}",
         *(f"{k}={_escape(str(v))}" for k, v in identity.confluent().items()),
+        *(f"{k}={v}" for k, v in NO_NAGLE.items()),
     ]
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,20 @@ def test_chat_latency_halves_are_split_by_the_replys_create_time_and_pooled_per_
     assert halves["from_worker"]["insecure"]["p50"] == pytest.approx(3.0)
     assert halves["from_worker"]["security_cost"]["p50"] == pytest.approx(2 / 3, abs=1e-3)
     assert halves["to_worker"]["secure"]["p50"] == pytest.approx(10.0)
+
+
+def test_the_broker_cpu_is_read_only_while_acting_on_a_broker(tmp_path: Path) -> None:
+    # Prepare: "the broker" is this test process (its CPU time is what process_cpu_s reads)
+    broker = TemporaryBroker("b:1", False, PLAINTEXT, tmp_path, pid=os.getpid())
+
+    # Execute
+    outside = bench.security.broker_cpu_s()
+    with bench.security.acting_on(broker):
+        first = bench.security.broker_cpu_s()
+        sum(i * i for i in range(3_000_000))  # spend ~0.2 s of CPU (ticks are 10 ms)
+        second = bench.security.broker_cpu_s()
+    after = bench.security.broker_cpu_s()
+
+    # Assert
+    assert outside is None and after is None
+    assert first is not None and second is not None and second > first

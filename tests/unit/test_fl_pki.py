@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from app.fl import pki
 from app.fl.flower_auth import FlowerSecurity, connection_entry
 from app.fl.pki import ensure_ca, ensure_node_keys, ensure_server_tls
 
@@ -25,6 +27,9 @@ def test_server_certificate_is_signed_by_the_ca_for_its_hosts(tmp_path: Path) ->
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert san.get_values_for_type(x509.DNSName) == ["superlink.example"]
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # the server signs every handshake: P-256 (cheaper); the CA keeps P-384
+    assert cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    assert ca.public_key().curve.name == "secp384r1"  # type: ignore[union-attr]
     for key in (tmp_path / "pki" / "ca" / "ca.key", tls.key):
         assert key.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "pki").stat().st_mode & 0o777 == 0o700
@@ -39,6 +44,26 @@ def test_files_are_reused_and_reissued_only_for_other_hosts(tmp_path: Path) -> N
 
     assert again == cert_bytes and ensure_ca(tmp_path)[0].read_bytes() == ca_bytes
     assert other.cert.read_bytes() != cert_bytes and other.ca.read_bytes() == ca_bytes
+
+
+def test_a_server_key_on_another_curve_is_reissued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a certificate issued before server keys moved to P-256
+    monkeypatch.setattr(pki, "_SERVER_CURVE", ec.SECP384R1())
+    old = ensure_server_tls(tmp_path, name="kafka").cert.read_bytes()
+    monkeypatch.undo()
+
+    # Execute
+    new = ensure_server_tls(tmp_path, name="kafka")
+
+    # Assert
+    cert = x509.load_pem_x509_certificate(new.cert.read_bytes())
+    key = serialization.load_pem_private_key(new.key.read_bytes(), None)
+    assert new.cert.read_bytes() != old
+    assert cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    assert key.public_key() == cert.public_key()
+    assert ensure_server_tls(tmp_path, name="kafka").cert.read_bytes() == new.cert.read_bytes()
 
 
 def test_supernode_keys_are_ec_in_the_openssh_format_flower_reads(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from app.kafka.principals import (
     tenant_principal,
 )
 from app.kafka.security import (
+    NO_NAGLE,
     PLAINTEXT,
     KafkaIdentity,
     acting_as,
@@ -43,6 +44,25 @@ def test_client_config_round_trip_is_private_and_librdkafka_shaped(tmp_path: Pat
     assert client_config("b:9", back)["ssl.ca.location"] == str(tmp_path / "ca.pem")
     assert "s3cret" not in repr(back)
     assert "security.protocol" not in client_config("b:9", PLAINTEXT)
+
+
+def test_every_client_and_client_config_file_turns_nagle_off(tmp_path: Path) -> None:
+    # Prepare: a chat reply is one small TLS record; with Nagle on it waits for a delayed ACK
+    ident = KafkaIdentity("silo-1", "SASL_SSL", "s3cret", tmp_path / "ca.pem", bootstrap="h:1")
+
+    # Execute
+    written = write_client_config(tmp_path / "silo-1.conf", ident)
+    lines = written.path.read_text().splitlines()  # type: ignore[union-attr]
+
+    # Assert: in the file (kcat -F, other librdkafka tools) and in our own clients
+    assert NO_NAGLE == {"socket.nagle.disable": "true"}
+    assert "socket.nagle.disable=true" in lines
+    assert client_config("b:9", ident)["socket.nagle.disable"] == "true"
+    assert client_config("b:9", PLAINTEXT)["socket.nagle.disable"] == "true"
+    assert (
+        client_config("b:9", ident, **{"socket.nagle.disable": "false"})["socket.nagle.disable"]
+        == "false"
+    )
 
 
 def test_credentials_keep_passwords_and_siblings_are_found(tmp_path: Path) -> None:
